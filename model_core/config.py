@@ -1,0 +1,181 @@
+"""The one configuration of the whole pipeline, saved with every model as ``config.json``.
+
+Every knob of the design lives here, with its default, so there is exactly one place to read what a
+model was trained with. Every section forbids unknown keys: a typo in ``config.json`` or in the
+service's config overrides is an error that names the key, never a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    """How a CSV becomes a typed table (see ``schema.py``)."""
+
+    timestamp_column: str | None = Field(
+        None, description="Timestamp column; detected (a column named like 'date'/'time' that parses) when unset."
+    )
+    drop_columns: list[str] = Field(default_factory=list, description="Columns removed before anything else.")
+    discrete_columns: list[str] = Field(default_factory=list, description="Columns forced discrete.")
+    continuous_columns: list[str] = Field(default_factory=list, description="Columns forced continuous.")
+    max_discrete_levels: int = Field(
+        10, ge=2, le=256, description="An integer-valued column with at most this many levels is discrete."
+    )
+    max_fill_gap: int = Field(
+        3, ge=0, description="Runs of at most this many missing cells are forward-filled; longer runs are an error."
+    )
+
+    @model_validator(mode="after")
+    def _no_double_override(self) -> DataConfig:
+        both = sorted(set(self.discrete_columns) & set(self.continuous_columns))
+        if both:
+            raise ValueError(f"columns forced both discrete and continuous: {both}")
+        return self
+
+
+class WindowConfig(_Section):
+    seq_len: int = Field(24, ge=2, le=4096, description="Training window length (time steps).")
+    stride: int = Field(1, ge=1, description="Step between consecutive training windows.")
+
+
+class TransformConfig(_Section):
+    normalization: Literal["standard", "quantile"] = Field(
+        "quantile", description="Continuous features: z-score, or QuantileTransformer to a normal (TabDDPM)."
+    )
+    bounds: Literal["none", "clip", "sigmoid"] = Field(
+        "sigmoid",
+        description="Keep outputs in the observed [min, max]: 'clip' piles mass on the edges, 'sigmoid' does not. "
+        "Quantile normalisation is bounded by construction, so bounds only change 'standard'.",
+    )
+    n_quantiles: int = Field(1000, ge=10, le=100_000, description="Quantiles of the QuantileTransformer.")
+
+
+class TrendConfig(_Section):
+    enabled: bool = Field(True, description="Stage 1 on; off means the diffusion models the data directly.")
+    hidden_size: int = Field(64, ge=4, le=2048)
+    num_layers: int = Field(1, ge=1, le=8)
+    epochs: int = Field(4, ge=1, le=1000, description="Passes over the training windows.")
+    lr: float = Field(3e-3, gt=0, le=1.0)
+    context_len: int = Field(24, ge=1, le=4096, description="Real steps that warm up a rollout's hidden state.")
+
+
+class DiffusionConfig(_Section):
+    timesteps: int = Field(200, ge=2, le=10_000, description="Diffusion steps T of training and of DDPM sampling.")
+    noise_schedule: Literal["linear", "cosine"] = "cosine"
+    backbone_type: Literal["gru", "transformer"] = "transformer"
+    hidden_size: int = Field(96, ge=8, le=2048, description="Width of the denoiser.")
+    num_layers: int = Field(3, ge=1, le=24)
+    num_heads: int = Field(4, ge=1, le=64, description="Attention heads (transformer backbone only).")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> DiffusionConfig:
+        if self.backbone_type == "transformer" and self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"diffusion.hidden_size ({self.hidden_size}) must be divisible by diffusion.num_heads ({self.num_heads})"
+            )
+        return self
+
+
+class LossConfig(_Section):
+    snr_gamma: float = Field(5.0, ge=0.0, description="Min-SNR-gamma weighting of the denoising loss; 0 = off.")
+    quantile_weight: float = Field(0.1, ge=0.0, description="Quantile alignment of predicted clean residuals; 0 = off.")
+    residual_stats_weight: float = Field(0.1, ge=0.0, description="Residual mean/std regularisation; 0 = off.")
+    discrete_weight: float = Field(1.0, ge=0.0, description="Weight of the discrete (masked) cross-entropy.")
+
+
+class TrainingConfig(_Section):
+    batch_size: int = Field(128, ge=1, le=65_536)
+    max_steps: int = Field(3000, ge=1, description="Optimiser steps of the denoiser (upper bound).")
+    lr: float = Field(1e-3, gt=0, le=1.0)
+    weight_decay: float = Field(1e-4, ge=0.0)
+    grad_clip: float = Field(1.0, gt=0.0)
+    ema_decay: float = Field(0.995, ge=0.0, lt=1.0)
+    val_fraction: float = Field(0.1, ge=0.0, lt=0.5, description="Last share of the series (by time) held out.")
+    eval_every: int = Field(250, ge=1, description="Steps between validation losses.")
+    patience: int = Field(6, ge=0, description="Validations without improvement before stopping; 0 = never stop early.")
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="'auto' uses CUDA when present.")
+
+
+class SamplingConfig(_Section):
+    sampler: Literal["ddpm", "ddim"] = "ddim"
+    steps: int = Field(50, ge=1, le=10_000, description="DDIM steps (DDPM always uses all timesteps).")
+    eta: float = Field(0.0, ge=0.0, le=1.0, description="DDIM stochasticity (0 = deterministic given the noise).")
+    chunk_size: int = Field(512, ge=1, description="Windows generated at once; bounds memory.")
+
+
+class TSSynthConfig(_Section):
+    """The whole pipeline. ``TSSynthConfig()`` is the documented default."""
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    window: WindowConfig = Field(default_factory=WindowConfig)
+    transform: TransformConfig = Field(default_factory=TransformConfig)
+    trend: TrendConfig = Field(default_factory=TrendConfig)
+    diffusion: DiffusionConfig = Field(default_factory=DiffusionConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+
+    @model_validator(mode="after")
+    def _ddim_steps_fit(self) -> TSSynthConfig:
+        if self.sampling.steps > self.diffusion.timesteps:
+            raise ValueError(
+                f"sampling.steps ({self.sampling.steps}) exceeds diffusion.timesteps ({self.diffusion.timesteps})"
+            )
+        return self
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.model_dump_json(indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> TSSynthConfig:
+        try:
+            raw = json.loads(Path(path).read_text())
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path}: not valid JSON ({exc})") from exc
+        return parse_config(raw, source=str(path))
+
+    def with_overrides(self, overrides: dict[str, Any]) -> TSSynthConfig:
+        """A copy with a nested dict of overrides merged in, validated as a whole."""
+        merged = _deep_merge(self.model_dump(), overrides)
+        return parse_config(merged, source="overrides")
+
+
+class ConfigError(ValueError):
+    """An invalid configuration; the message names every offending key."""
+
+
+def parse_config(raw: Any, source: str = "config") -> TSSynthConfig:
+    try:
+        return TSSynthConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source)) from exc
+
+
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    problems = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(root)"
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        problems.append(f"{key}: {msg}")
+    return f"invalid {source}: " + "; ".join(problems)
+
+
+def _deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
