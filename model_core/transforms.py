@@ -1,0 +1,210 @@
+"""Reversible maps between original units and the model's space, fitted on the training data.
+
+Continuous features go to an unbounded, roughly standard-normal space:
+
+* ``standard`` — z-score. With ``bounds='sigmoid'`` the z-score is taken of
+  ``logit(eps + (1 - 2 eps) * (x - min) / (max - min))``, so the inverse is a sigmoid that can never leave
+  the observed range and, unlike clipping, does not heap every overshoot onto the edges: only values the
+  model puts beyond the ``eps`` margin land exactly on an edge, which is how a zero-inflated flow keeps its
+  exact zeros.
+* ``quantile`` — scikit-learn's ``QuantileTransformer`` to a normal distribution (as in TabDDPM). Its
+  inverse is a piecewise-linear map onto the training quantiles, so it is bounded by construction and
+  maps a whole interval of model space onto a repeated value (the zeros of a pump's flow), which keeps the
+  exact share of zeros. ``bounds`` has nothing left to do there.
+
+Discrete features become category indices (``levels[index]`` restores the value and its integer dtype);
+constant features are not modelled and are restored from the schema. Everything is saved as JSON + NPZ;
+no pickle is ever written or read.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.preprocessing import QuantileTransformer
+
+from model_core.config import TransformConfig
+from model_core.schema import DataError, TableSchema
+
+#: Margin of the logit in sigmoid bounds: the edges map to logit(eps) = -/+ 6.9, a finite spike.
+SIGMOID_EPS = 1e-3
+
+
+@dataclass
+class FittedTransforms:
+    schema: TableSchema
+    normalization: str
+    bounds: str
+    #: Per continuous feature, in schema order: observed range and the z-score parameters.
+    low: np.ndarray
+    high: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+    quantiles: np.ndarray | None = None
+    references: np.ndarray | None = None
+    _quantile: QuantileTransformer | None = field(default=None, repr=False)
+
+    @property
+    def continuous(self) -> list[str]:
+        return self.schema.names("continuous")
+
+    @property
+    def discrete(self) -> list[str]:
+        return self.schema.names("discrete")
+
+    @property
+    def n_categories(self) -> list[int]:
+        return [len(self.schema.feature(name).levels or []) for name in self.discrete]
+
+    # ---- fitting -------------------------------------------------------------------------------------
+    @classmethod
+    def fit(cls, values: pd.DataFrame, schema: TableSchema, config: TransformConfig) -> FittedTransforms:
+        continuous = schema.names("continuous")
+        x = values[continuous].to_numpy(dtype=np.float64)
+        low = x.min(axis=0) if continuous else np.zeros(0)
+        high = x.max(axis=0) if continuous else np.zeros(0)
+        fitted = cls(
+            schema=schema,
+            normalization=config.normalization,
+            bounds=config.bounds,
+            low=low,
+            high=high,
+            mean=np.zeros(len(continuous)),
+            std=np.ones(len(continuous)),
+        )
+        if config.normalization == "quantile" and continuous:
+            quantile = QuantileTransformer(
+                n_quantiles=min(config.n_quantiles, len(x)), output_distribution="normal", subsample=None
+            )
+            quantile.fit(x)
+            fitted.quantiles, fitted.references = quantile.quantiles_, quantile.references_
+            fitted._quantile = quantile
+        elif continuous:
+            y = fitted._pre_standard(x)
+            fitted.mean = y.mean(axis=0)
+            fitted.std = np.where(y.std(axis=0) > 0, y.std(axis=0), 1.0)
+        return fitted
+
+    # ---- forward -------------------------------------------------------------------------------------
+    def transform(self, values: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """Original table -> (continuous model values [N, Dc] float64, discrete indices [N, Dd] int64)."""
+        x = values[self.continuous].to_numpy(dtype=np.float64)
+        if self.continuous:
+            if self.normalization == "quantile":
+                z = self._quantile_transformer().transform(x)
+            else:
+                z = (self._pre_standard(x) - self.mean) / self.std
+        else:
+            z = np.zeros((len(values), 0))
+        indices = np.zeros((len(values), len(self.discrete)), dtype=np.int64)
+        for j, name in enumerate(self.discrete):
+            levels = np.asarray(self.schema.feature(name).levels)
+            column = values[name].to_numpy(dtype=np.float64)
+            index = np.clip(np.searchsorted(levels, column), 0, len(levels) - 1)
+            invalid = levels[index] != column
+            if invalid.any():
+                row = int(np.flatnonzero(invalid)[0])
+                raise DataError(
+                    f"value {column[row]!r} in discrete column '{name}' (row {row + 1}) is not one of "
+                    f"the categories seen in training {levels.tolist()}"
+                )
+            indices[:, j] = index
+        return z, indices
+
+    def _pre_standard(self, x: np.ndarray) -> np.ndarray:
+        if self.bounds != "sigmoid":
+            return x
+        span = np.where(self.high > self.low, self.high - self.low, 1.0)
+        u = np.clip((x - self.low) / span, 0.0, 1.0)
+        p = SIGMOID_EPS + (1 - 2 * SIGMOID_EPS) * u
+        return np.log(p) - np.log1p(-p)
+
+    # ---- inverse -------------------------------------------------------------------------------------
+    def inverse(self, continuous: np.ndarray, discrete: np.ndarray, rounded: bool = False) -> pd.DataFrame:
+        """Model space -> a table of every feature in schema order, original values and dtypes.
+
+        ``continuous`` is [N, Dc] and ``discrete`` [N, Dd] (indices; out-of-range indices are an error,
+        the samplers never produce them). ``rounded`` rounds continuous values to the precision seen in
+        the data, for output.
+        """
+        n = len(continuous) if len(self.continuous) else len(discrete)
+        z = np.asarray(continuous, dtype=np.float64)
+        if self.continuous:
+            if self.normalization == "quantile":
+                x = self._quantile_transformer().inverse_transform(z)
+            else:
+                x = self._post_standard(z * self.std + self.mean)
+        columns: dict[str, np.ndarray] = {}
+        for j, name in enumerate(self.continuous):
+            spec = self.schema.feature(name)
+            value = x[:, j]
+            if rounded:
+                value = np.round(value, spec.decimals)
+                if spec.is_integer:
+                    value = value.astype(np.int64)
+            columns[name] = value
+        for j, name in enumerate(self.discrete):
+            spec = self.schema.feature(name)
+            levels = np.asarray(spec.levels)
+            value = levels[np.asarray(discrete[:, j], dtype=np.int64)]
+            columns[name] = value.astype(np.int64) if spec.is_integer else value
+        for spec in self.schema.features:
+            if spec.kind == "constant":
+                value = np.full(n, (spec.levels or [0.0])[0])
+                columns[spec.name] = value.astype(np.int64) if spec.is_integer else value
+        return pd.DataFrame({name: columns[name] for name in self.schema.names()})
+
+    def _post_standard(self, y: np.ndarray) -> np.ndarray:
+        if self.bounds == "none":
+            return y
+        if self.bounds == "clip":
+            return np.clip(y, self.low, self.high)
+        p = 1.0 / (1.0 + np.exp(-np.clip(y, -700, 700)))
+        u = np.clip((p - SIGMOID_EPS) / (1 - 2 * SIGMOID_EPS), 0.0, 1.0)
+        # Snap float round-off at the edges so an edge value (a flow's exact 0) comes back exactly.
+        u = np.where(u < 1e-9, 0.0, np.where(u > 1 - 1e-9, 1.0, u))
+        return self.low + u * (self.high - self.low)
+
+    def _quantile_transformer(self) -> QuantileTransformer:
+        if self._quantile is None:
+            assert self.quantiles is not None and self.references is not None
+            quantile = QuantileTransformer(n_quantiles=len(self.references), output_distribution="normal")
+            quantile.quantiles_ = self.quantiles
+            quantile.references_ = self.references
+            quantile.n_quantiles_ = len(self.references)
+            quantile.n_features_in_ = self.quantiles.shape[1]
+            self._quantile = quantile
+        return self._quantile
+
+    # ---- persistence ---------------------------------------------------------------------------------
+    def save(self, directory: Path) -> None:
+        meta = {"normalization": self.normalization, "bounds": self.bounds, "continuous": self.continuous}
+        (directory / "transforms.json").write_text(json.dumps(meta, indent=2) + "\n")
+        arrays = {"low": self.low, "high": self.high, "mean": self.mean, "std": self.std}
+        if self.quantiles is not None and self.references is not None:
+            arrays |= {"quantiles": self.quantiles, "references": self.references}
+        with open(directory / "transforms.npz", "wb") as handle:
+            np.savez(handle, **arrays)
+
+    @classmethod
+    def load(cls, directory: Path, schema: TableSchema) -> FittedTransforms:
+        meta = json.loads((directory / "transforms.json").read_text())
+        with np.load(directory / "transforms.npz", allow_pickle=False) as arrays:
+            data = {key: arrays[key] for key in arrays.files}
+        if meta["continuous"] != schema.names("continuous"):
+            raise ValueError("transforms.json does not match schema.json (continuous features differ)")
+        return cls(
+            schema=schema,
+            normalization=meta["normalization"],
+            bounds=meta["bounds"],
+            low=data["low"],
+            high=data["high"],
+            mean=data["mean"],
+            std=data["std"],
+            quantiles=data.get("quantiles"),
+            references=data.get("references"),
+        )
