@@ -1,0 +1,138 @@
+"""The ``tssynth`` command line.
+
+Each subcommand is one ``_add_<name>_parser`` (its arguments, and its handler via ``set_defaults``)
+plus one ``_cmd_<name>(args) -> int``; adding a subcommand means adding both and listing the
+former in ``_PARSERS``. Expected failures (bad input files, mismatched tables) are user errors:
+``main`` prints them as one ``error: ...`` line and returns 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+
+from model_core.diagnostics import DiagnosticsReport, FeatureDiagnostic, diagnose, plot_cdfs
+from model_core.schema import read_csv
+from model_core.simulator import simulate_plant
+
+_USER_ERROR = 2
+_METRIC = {"continuous": "KS", "discrete": "TVD", "constant": "mismatch"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except (OSError, ValueError) as exc:
+        # schema.DataError and diagnostics' ColumnMismatchError are ValueErrors; OSError covers unwritable outputs.
+        print(f"error: {exc}", file=sys.stderr)
+        return _USER_ERROR
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tssynth", description="Synthetic multivariate industrial time series."
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add_parser in _PARSERS:
+        add_parser(subparsers)
+    return parser
+
+
+def _add_demo_data_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("demo-data", help="write the built-in water-plant simulation as CSV")
+    parser.add_argument("--rows", type=int, default=4000, help="number of rows (default 4000)")
+    parser.add_argument("--seed", type=int, default=0, help="simulation seed (default 0)")
+    parser.add_argument("--start", default="2024-01-01 00:00:00", help="first timestamp")
+    parser.add_argument("--freq-minutes", type=int, default=60, help="minutes between rows (default 60)")
+    parser.add_argument("--out", type=Path, default=Path("demo.csv"), help="output CSV (default demo.csv)")
+    parser.set_defaults(handler=_cmd_demo_data)
+
+
+def _cmd_demo_data(args: argparse.Namespace) -> int:
+    frame = simulate_plant(rows=args.rows, seed=args.seed, start=args.start, freq_minutes=args.freq_minutes)
+    frame.to_csv(args.out, index=False)
+    print(f"wrote {len(frame)} rows x {frame.shape[1] - 1} features to {args.out}")
+    return 0
+
+
+def _add_diagnose_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "diagnose", help="compare a synthetic CSV with its reference, feature by feature"
+    )
+    parser.add_argument("--reference", type=Path, required=True, help="reference (real) CSV")
+    parser.add_argument("--synthetic", type=Path, required=True, help="synthetic CSV")
+    parser.add_argument("--timestamp-column", help="column that is a timestamp, not a feature")
+    parser.add_argument("--json", type=Path, help="write the full report as JSON here")
+    parser.add_argument("--csv", type=Path, help="write the per-feature table as CSV here")
+    parser.add_argument("--plots", type=Path, help="write one CDF/frequency PNG per feature into this folder")
+    parser.set_defaults(handler=_cmd_diagnose)
+
+
+def _cmd_diagnose(args: argparse.Namespace) -> int:
+    reference = _read(args.reference, "reference")
+    synthetic = _read(args.synthetic, "synthetic")
+    report = diagnose(reference, synthetic, timestamp_column=args.timestamp_column)
+    print(format_report(report))
+    if args.json:
+        args.json.write_text(report.model_dump_json(indent=2) + "\n")
+    if args.csv:
+        args.csv.write_text(report.to_csv())
+    if args.plots:
+        paths = plot_cdfs(reference, synthetic, report, args.plots)
+        print(f"\nwrote {len(paths)} plots to {args.plots}")
+    return 0
+
+
+def _read(path: Path, role: str) -> pd.DataFrame:
+    try:
+        return read_csv(path)
+    except ValueError as exc:
+        raise ValueError(f"{role} CSV {path}: {exc}") from exc
+
+
+def format_report(report: DiagnosticsReport) -> str:
+    """A fixed-width table of every feature, then the summary and the worst features."""
+    width = max([len("feature"), *(len(f.name) for f in report.features)])
+    lines = [
+        f"{'feature':<{width}}  {'kind':<10}  {'metric':<8} {'value':>7}  {'acf ref':>7}  {'acf syn':>7}  label"
+    ]
+    for feature in report.features:
+        metric = _METRIC[feature.kind]
+        lines.append(
+            f"{feature.name:<{width}}  {feature.kind:<10}  {metric:<8} {_num(feature.distance):>7}  "
+            f"{_num(feature.acf_reference):>7}  {_num(feature.acf_synthetic):>7}  {feature.label}"
+        )
+    s = report.summary
+    lines += [
+        "",
+        f"rows: reference {s.n_reference}, synthetic {s.n_synthetic}; "
+        f"features: {s.n_continuous} continuous, {s.n_discrete} discrete, {s.n_constant} constant",
+        f"KS mean {_num(s.ks_mean)}, max {_num(s.ks_max)}; TVD mean {_num(s.tvd_mean)}; "
+        f"lag-1 ACF abs error mean {_num(s.acf_abs_error_mean)}",
+        "worst: " + ", ".join(_worst(report.feature(name)) for name in s.worst_features),
+    ]
+    return "\n".join(lines)
+
+
+def _worst(feature: FeatureDiagnostic) -> str:
+    return f"{feature.name} ({_METRIC[feature.kind]} {_num(feature.distance)}, {feature.label})"
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+_PARSERS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
+    _add_demo_data_parser,
+    _add_diagnose_parser,
+)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
