@@ -1,0 +1,160 @@
+"""Statistical fidelity metrics of synthetic windows against real ones.
+
+Everything here works on arrays shaped ``[windows, steps, features]`` in original units, because every
+comparison of the benchmark (the model, the real-vs-real floors, the i.i.d. and VAR(1) baselines)
+produces windows: one shape keeps the metrics blind to where a window came from, so the floor, the
+baseline and the model are measured by literally the same code.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from model_core.diagnostics import DiagnosticsReport, diagnose
+
+#: A flow column ``F_X`` and a state column ``S_X`` describe the same actuator X.
+_FLOW_NAME = re.compile(r"^F_(.+)$")
+
+
+def frame_to_windows(frame: pd.DataFrame, names: list[str]) -> np.ndarray:
+    """A generated long-format table (sequence_id, step, features) as ``[n, L, D]``."""
+    ordered = frame.sort_values(["sequence_id", "step"], kind="stable")
+    n_sequences = ordered["sequence_id"].nunique()
+    values = ordered[names].to_numpy(dtype=float)
+    return values.reshape(n_sequences, len(values) // n_sequences, len(names))
+
+
+def windows_to_frame(windows: np.ndarray, names: list[str]) -> pd.DataFrame:
+    """The inverse of :func:`frame_to_windows`: what ``diagnose`` and the CDF plots read."""
+    n, length, _ = windows.shape
+    frame = pd.DataFrame(windows.reshape(n * length, -1), columns=names)
+    frame.insert(0, "step", np.tile(np.arange(length), n))
+    frame.insert(0, "sequence_id", np.repeat(np.arange(n), length))
+    return frame
+
+
+def marginal_metrics(
+    real: np.ndarray, synthetic: np.ndarray, names: list[str], kinds: dict[str, str]
+) -> tuple[dict[str, Any], DiagnosticsReport]:
+    """KS (continuous), TVD and invalid share (discrete), exactness of constant columns.
+
+    Delegates to the service's own ``diagnose`` so the benchmark and the service's KS report can never
+    disagree on what "KS" means.
+    """
+    report = diagnose(windows_to_frame(real, names), windows_to_frame(synthetic, names), kinds=kinds)
+    discrete = [f for f in report.features if f.kind == "discrete"]
+    constant = [f for f in report.features if f.kind == "constant"]
+    metrics = {
+        "ks_mean": report.summary.ks_mean,
+        "ks_max": report.summary.ks_max,
+        "tvd_mean": report.summary.tvd_mean,
+        # Every discrete feature has the same number of cells, so the mean share is the share of all cells.
+        "invalid_share": _mean_or_none([f.invalid_share for f in discrete if f.invalid_share is not None]),
+        "constant_columns": len(constant),
+        "constant_exact": sum(f.mismatch_share == 0 for f in constant),
+        "worst_features": report.summary.worst_features,
+    }
+    return metrics, report
+
+
+def pooled_acf(windows: np.ndarray, max_lag: int) -> np.ndarray:
+    """Autocorrelation at lags ``0..max_lag`` per feature, from (x_t, x_t+k) pairs inside windows.
+
+    Pairs are pooled over all windows rather than averaged per window: a 24-step window in which a pump
+    never switches has no defined autocorrelation, and per-window estimates from 24 points are biased.
+    A pair never straddles two windows, which are unrelated draws. Undefined values (a feature without
+    variation) are NaN. Returns ``[max_lag + 1, D]``.
+    """
+    _, length, n_features = windows.shape
+    if max_lag >= length:
+        raise ValueError(f"max_lag {max_lag} needs windows longer than {length} steps")
+    out = np.full((max_lag + 1, n_features), np.nan)
+    for lag in range(max_lag + 1):
+        lead = windows[:, : length - lag, :].reshape(-1, n_features)
+        lagged = windows[:, lag:, :].reshape(-1, n_features)
+        out[lag] = _columnwise_pearson(lead, lagged)
+    return out
+
+
+def lag1_acf_error(real: np.ndarray, synthetic: np.ndarray) -> float | None:
+    """Mean over features of |lag-1 autocorrelation real - synthetic|.
+
+    Features constant in the real data have no autocorrelation and are skipped; a synthetic feature with
+    no variation where the real one has some counts as autocorrelation 0 (it carries no dynamics).
+    """
+    acf_real = pooled_acf(real, 1)[1]
+    acf_syn = np.nan_to_num(pooled_acf(synthetic, 1)[1], nan=0.0)
+    defined = np.isfinite(acf_real)
+    return _mean_or_none(list(np.abs(acf_real - acf_syn)[defined]))
+
+
+def correlation_error(real: np.ndarray, synthetic: np.ndarray) -> float | None:
+    """Mean |difference| of the off-diagonal Pearson correlations between features, over all steps.
+
+    Constant real columns have no correlation and are left out; a synthetic column with no variation
+    counts as uncorrelated (0), so a collapsed feature is penalised instead of silently skipped.
+    """
+    n_features = real.shape[-1]
+    rows_real, rows_syn = real.reshape(-1, n_features), synthetic.reshape(-1, n_features)
+    keep = np.ptp(rows_real, axis=0) > 0
+    if keep.sum() < 2:
+        return None
+    corr_real = _correlation_matrix(rows_real[:, keep])
+    corr_syn = np.nan_to_num(_correlation_matrix(rows_syn[:, keep]), nan=0.0)
+    upper = np.triu_indices(int(keep.sum()), k=1)
+    return float(np.mean(np.abs(corr_real - corr_syn)[upper]))
+
+
+def flow_state_pairs(names: list[str], real: np.ndarray) -> list[tuple[str, str]]:
+    """(flow, state) column pairs named ``F_X`` / ``S_X`` whose state actually switches in the real data."""
+    index = {name: i for i, name in enumerate(names)}
+    pairs = []
+    for name in names:
+        match = _FLOW_NAME.match(name)
+        state = f"S_{match.group(1)}" if match else None
+        if state in index and np.ptp(real[..., index[state]]) > 0:
+            pairs.append((name, state))
+    return pairs
+
+
+def flow_state_agreement(
+    windows: np.ndarray, names: list[str], pairs: list[tuple[str, str]]
+) -> dict[str, Any] | None:
+    """Share of time steps where a flow is exactly 0 if and only if its state is 0, per pair and overall.
+
+    The joint constraint of a pump: it moves no water when off and some when on. Marginals can be
+    perfect while this is broken at every step, so it is measured on its own.
+    """
+    if not pairs:
+        return None
+    index = {name: i for i, name in enumerate(names)}
+    per_pair = {}
+    for flow, state in pairs:
+        agree = (windows[..., index[flow]] == 0) == (windows[..., index[state]] == 0)
+        per_pair[f"{flow}/{state}"] = float(agree.mean())
+    return {"mean": float(np.mean(list(per_pair.values()))), "pairs": per_pair}
+
+
+def _columnwise_pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a - a.mean(axis=0)
+    b = b - b.mean(axis=0)
+    denominator = np.sqrt((a * a).sum(axis=0) * (b * b).sum(axis=0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denominator > 0, (a * b).sum(axis=0) / denominator, np.nan)
+
+
+def _correlation_matrix(rows: np.ndarray) -> np.ndarray:
+    """Pearson correlations with NaN (not a warning and a garbage value) for columns without variation."""
+    centred = rows - rows.mean(axis=0)
+    norms = np.sqrt((centred * centred).sum(axis=0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        unit = np.where(norms > 0, centred / norms, np.nan)
+    return unit.T @ unit
+
+
+def _mean_or_none(values: list[float]) -> float | None:
+    return float(np.mean(values)) if len(values) else None

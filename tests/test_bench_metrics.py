@@ -1,0 +1,125 @@
+"""Fast checks of the benchmark's metric functions: each on data whose right answer is known."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+# bench/ is a folder of scripts, not an installed package: make the repo root importable however pytest
+# was started (``python -m pytest`` adds it, a bare ``pytest`` does not).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.baselines import fit_var1, iid_sample, snap_to_support, time_halves  # noqa: E402
+from bench.metrics import (  # noqa: E402
+    correlation_error,
+    flow_state_agreement,
+    flow_state_pairs,
+    lag1_acf_error,
+    pooled_acf,
+)
+from bench.scores import ScoreSettings, discriminative_score, predictive_score  # noqa: E402
+
+FAST = ScoreSettings(disc_iterations=200, pred_iterations=60, batch_size=64, runs=2, seed=0)
+
+
+def _ar1_windows(n: int, length: int, n_features: int, phi: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = np.zeros((n, length, n_features))
+    x[:, 0] = rng.standard_normal((n, n_features))
+    for t in range(1, length):
+        x[:, t] = phi * x[:, t - 1] + np.sqrt(1 - phi**2) * rng.standard_normal((n, n_features))
+    return x
+
+
+def test_discriminative_score_near_zero_for_the_same_distribution():
+    real = _ar1_windows(300, 8, 8, 0.8, seed=1)
+    twin = _ar1_windows(300, 8, 8, 0.8, seed=2)
+    assert discriminative_score(real, twin, FAST)["mean"] < 0.1
+
+
+def test_discriminative_score_high_for_very_different_data():
+    real = _ar1_windows(300, 8, 8, 0.8, seed=1)
+    shifted = _ar1_windows(300, 8, 8, 0.8, seed=2) + np.ptp(real)  # outside the real range altogether
+    result = discriminative_score(real, shifted, FAST)
+    assert result["mean"] > 0.3
+    assert len(result["runs"]) == FAST.runs
+
+
+def test_predictive_score_runs_and_drops_constant_columns():
+    real = _ar1_windows(200, 8, 3, 0.8, seed=1)
+    real = np.concatenate([real, np.full(real.shape[:2] + (1,), 5.0)], axis=-1)  # constant last column
+    result = predictive_score(real, _ar1_windows(200, 8, 4, 0.8, seed=2), FAST)
+    assert 0.0 < result["mean"] < 1.0 and result["std"] >= 0.0
+    assert predictive_score(real[..., :1], real[..., :1], FAST)["mean"] is None  # nothing to predict from
+
+
+def test_acf_and_correlation_errors_are_zero_for_identical_data():
+    windows = _ar1_windows(200, 24, 3, 0.7, seed=0)
+    windows = np.concatenate([windows, np.ones(windows.shape[:2] + (1,))], axis=-1)  # a constant column
+    assert lag1_acf_error(windows, windows) == pytest.approx(0.0)
+    assert correlation_error(windows, windows) == pytest.approx(0.0)
+    acf = pooled_acf(windows, 5)
+    assert acf[0, :3] == pytest.approx(1.0) and np.isnan(acf[:, 3]).all()
+    assert acf[1, 0] == pytest.approx(0.7, abs=0.05)
+
+
+def test_correlation_error_penalises_a_collapsed_synthetic_column():
+    windows = _ar1_windows(200, 24, 2, 0.7, seed=0)
+    windows[..., 1] = windows[..., 0] + 0.1 * windows[..., 1]  # strongly correlated pair
+    collapsed = windows.copy()
+    collapsed[..., 1] = 0.0
+    assert correlation_error(windows, collapsed) > 0.9
+
+
+def test_var1_fit_recovers_a_known_coefficient():
+    rng = np.random.default_rng(0)
+    coef = np.array([[0.8, 0.1], [0.0, 0.5]])
+    series = np.zeros((20_000, 2))
+    for t in range(1, len(series)):
+        series[t] = np.array([1.0, -0.5]) + series[t - 1] @ coef + 0.3 * rng.standard_normal(2)
+    model = fit_var1(series, [(0, 10_000), (10_000, 20_000)])
+    assert model.coef == pytest.approx(coef, abs=0.02)
+    assert model.intercept == pytest.approx([1.0, -0.5], abs=0.05)
+    noise_cov = model.noise_factor.T @ model.noise_factor
+    assert noise_cov == pytest.approx(0.09 * np.eye(2), abs=0.01)
+    windows = model.simulate(series[:5], 24, rng)
+    assert windows.shape == (5, 24, 2) and np.array_equal(windows[:, 0], series[:5])
+
+
+def test_snap_to_support_rounds_categories_and_clips_ranges():
+    series = np.array([[0.0, 1.0], [1.0, 3.0], [0.0, 2.0]])
+    windows = np.array([[[0.7, 5.0], [-3.0, 0.0]]])
+    snapped = snap_to_support(windows, series, ["discrete", "continuous"])
+    assert snapped.tolist() == [[[1.0, 3.0], [0.0, 1.0]]]
+
+
+def test_iid_sample_draws_each_column_from_its_own_values():
+    series = np.array([[1.0, 10.0], [2.0, 20.0], [3.0, 30.0]])
+    sample = iid_sample(series, 50, 6, np.random.default_rng(0))
+    assert sample.shape == (50, 6, 2)
+    assert set(np.unique(sample[..., 0])) <= {1.0, 2.0, 3.0}
+    assert set(np.unique(sample[..., 1])) <= {10.0, 20.0, 30.0}
+
+
+def test_time_halves_keep_windows_inside_each_half():
+    starts = np.arange(0, 17)
+    windows = np.zeros((17, 4, 1))
+    first, second = time_halves(starts, windows, n_rows=20)
+    assert len(first) == 7 and len(second) == 7  # starts 0..6 end by row 10; starts 10..16 begin there
+
+
+def test_flow_state_agreement_on_a_hand_made_example():
+    names = ["F_PU1", "S_PU1", "F_PU2", "S_PU2", "F_V9", "S_PU3"]
+    real = np.array([[[5.0, 1, 0.0, 0, 1.0, 1], [0.0, 0, 0.0, 0, 2.0, 0]]])
+    # S_PU2 never switches in the real data, F_V9 has no state, S_PU3 has no flow: one pair only.
+    pairs = flow_state_pairs(names, real)
+    assert pairs == [("F_PU1", "S_PU1")]
+    synthetic = np.zeros((1, 4, 6))
+    synthetic[0, :, 0] = [5.0, 0.0, 0.0, 3.0]  # flow
+    synthetic[0, :, 1] = [1, 0, 1, 0]  # state: agrees, agrees, on without flow, flow while off
+    result = flow_state_agreement(synthetic, names, pairs)
+    assert result == {"mean": 0.5, "pairs": {"F_PU1/S_PU1": 0.5}}
+    assert flow_state_agreement(synthetic, names, []) is None
