@@ -1,0 +1,34 @@
+"""The demo model a fresh service trains for itself, so that ``tssynth serve`` is useful at once.
+
+The overrides trade fidelity for time: about two minutes on two CPU cores (the training process
+gets one of them, see ``train_worker``), against the half hour the full defaults would take there.
+It is a demonstration model; a real model is trained through ``POST /v1/admin/train`` or the CLI.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from app.jobs import JobManager
+from app.jobstore import Job
+
+log = logging.getLogger(__name__)
+
+DEMO_OVERRIDES: dict[str, Any] = {
+    "training": {"max_steps": 800, "batch_size": 64, "eval_every": 200},
+    "trend": {"epochs": 2},
+    "diffusion": {"hidden_size": 64, "num_layers": 2, "timesteps": 100},
+    "sampling": {"steps": 25},
+}
+
+
+def bootstrap_demo(jobs: JobManager, name: str) -> Job:
+    job = jobs.submit(name, "simulator", None, DEMO_OVERRIDES)
+    log.warning(
+        "no model found: training the demo model '%s' on the built-in plant simulator (job %s, about two "
+        "minutes on 2 cores); /readyz answers 503 until it is served",
+        name,
+        job.id,
+    )
+    return job
