@@ -189,12 +189,16 @@ def test_api_token_protects_data_endpoints_only(tmp_path: Path) -> None:
 def test_healthz_answers_while_generation_saturates_the_pool(tmp_path: Path) -> None:
     model_dir_with(tmp_path, "tiny")
     with TestClient(create_app(make_settings(tmp_path, workers=1))) as client:
-        heavy = {"n_sequences": 150, "seq_len": 200, "seed": 0}
+        limiter = client.app.state.services.pool.limiter  # type: ignore[attr-defined]
+        heavy = {"n_sequences": 60, "seq_len": 120, "seed": 0}
         worker = threading.Thread(target=client.post, args=("/v1/models/tiny/generate",), kwargs={"json": heavy})
         worker.start()
-        time.sleep(0.3)
-        assert worker.is_alive(), "the heavy request should still be running"
+        deadline = time.monotonic() + 10
+        while limiter.borrowed_tokens == 0:  # until the only worker slot is taken
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
         started = time.perf_counter()
         assert client.get("/healthz").status_code == 200
         assert time.perf_counter() - started < 0.5
+        assert worker.is_alive(), "healthz should have answered while the generation was still running"
         worker.join()
