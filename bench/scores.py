@@ -15,6 +15,8 @@ fresh networks and splits, and reported as mean and standard deviation.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,64 +58,84 @@ class _GRUHead(nn.Module):
         return self.out(outputs if self.every_step else last[-1])
 
 
+@contextmanager
+def _single_thread() -> Iterator[None]:
+    """Run the score networks on one intra-op thread.
+
+    They are tiny (hidden size <= D/2), so a second thread only adds synchronisation; on a 2-core
+    machine shared with other work, measured here, 2 threads made each iteration 4-20x slower than 1.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def discriminative_score(real: np.ndarray, synthetic: np.ndarray, settings: ScoreSettings) -> dict[str, Any]:
     """|accuracy - 0.5| of a post-hoc real/synthetic classifier; see the module docstring."""
     real, synthetic = scale_with_real_range(real, synthetic)
     if real.shape[-1] == 0:
         return _summarise([])
-    scores = []
-    for run in range(settings.runs):
-        rng = np.random.default_rng(settings.seed + run)
-        torch.manual_seed(settings.seed + run)
-        # Equal counts per side, so chance accuracy is exactly 0.5 whatever the two set sizes are.
-        n = min(len(real), len(synthetic))
-        real_train, real_test = _split(real[rng.permutation(len(real))[:n]], rng)
-        syn_train, syn_test = _split(synthetic[rng.permutation(len(synthetic))[:n]], rng)
-        model = _GRUHead(real.shape[-1], max(real.shape[-1] // 2, 1), every_step=False)
-        optimiser = torch.optim.Adam(model.parameters())
-        loss_fn = nn.BCEWithLogitsLoss()
-        for _ in range(settings.disc_iterations):
-            batch_real = _batch(real_train, settings.batch_size, rng)
-            batch_syn = _batch(syn_train, settings.batch_size, rng)
-            loss = loss_fn(model(batch_real).squeeze(-1), torch.ones(len(batch_real))) + loss_fn(
-                model(batch_syn).squeeze(-1), torch.zeros(len(batch_syn))
-            )
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-        with torch.no_grad():
-            correct_real = (model(_tensor(real_test)).squeeze(-1) > 0).sum().item()
-            correct_syn = (model(_tensor(syn_test)).squeeze(-1) <= 0).sum().item()
-        accuracy = (correct_real + correct_syn) / (len(real_test) + len(syn_test))
-        scores.append(abs(accuracy - 0.5))
-    return _summarise(scores)
+    with _single_thread():
+        return _summarise(
+            [_discriminate_once(real, synthetic, settings, run) for run in range(settings.runs)]
+        )
+
+
+def _discriminate_once(real: np.ndarray, synthetic: np.ndarray, settings: ScoreSettings, run: int) -> float:
+    rng = np.random.default_rng(settings.seed + run)
+    torch.manual_seed(settings.seed + run)
+    # Equal counts per side, so chance accuracy is exactly 0.5 whatever the two set sizes are.
+    n = min(len(real), len(synthetic))
+    real_train, real_test = _split(real[rng.permutation(len(real))[:n]], rng)
+    syn_train, syn_test = _split(synthetic[rng.permutation(len(synthetic))[:n]], rng)
+    model = _GRUHead(real.shape[-1], max(real.shape[-1] // 2, 1), every_step=False)
+    optimiser = torch.optim.Adam(model.parameters())
+    loss_fn = nn.BCEWithLogitsLoss()
+    for _ in range(settings.disc_iterations):
+        batch_real = _batch(real_train, settings.batch_size, rng)
+        batch_syn = _batch(syn_train, settings.batch_size, rng)
+        loss = loss_fn(model(batch_real).squeeze(-1), torch.ones(len(batch_real))) + loss_fn(
+            model(batch_syn).squeeze(-1), torch.zeros(len(batch_syn))
+        )
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    with torch.no_grad():
+        correct_real = (model(_tensor(real_test)).squeeze(-1) > 0).sum().item()
+        correct_syn = (model(_tensor(syn_test)).squeeze(-1) <= 0).sum().item()
+    accuracy = (correct_real + correct_syn) / (len(real_test) + len(syn_test))
+    return abs(accuracy - 0.5)
 
 
 def predictive_score(real: np.ndarray, synthetic: np.ndarray, settings: ScoreSettings) -> dict[str, Any]:
     """MAE on real windows of a next-step predictor of the last feature trained on synthetic windows."""
     real, synthetic = scale_with_real_range(real, synthetic)
-    n_features = real.shape[-1]
-    if n_features < 2:  # nothing left to predict the last feature from
+    if real.shape[-1] < 2:  # nothing left to predict the last feature from
         return _summarise([])
-    test_x, test_y = _tensor(real[:, :-1, :-1]), _tensor(real[:, 1:, -1:])
+    with _single_thread():
+        return _summarise([_predict_once(real, synthetic, settings, run) for run in range(settings.runs)])
+
+
+def _predict_once(real: np.ndarray, synthetic: np.ndarray, settings: ScoreSettings, run: int) -> float:
+    rng = np.random.default_rng(settings.seed + run)
+    torch.manual_seed(settings.seed + run)
+    n_features = real.shape[-1]
     train_x, train_y = synthetic[:, :-1, :-1], synthetic[:, 1:, -1:]
-    scores = []
-    for run in range(settings.runs):
-        rng = np.random.default_rng(settings.seed + run)
-        torch.manual_seed(settings.seed + run)
-        model = _GRUHead(n_features - 1, max(n_features // 2, 1), every_step=True)
-        optimiser = torch.optim.Adam(model.parameters())
-        for _ in range(settings.pred_iterations):
-            rows = rng.permutation(len(train_x))[: settings.batch_size]
-            loss = torch.mean(
-                torch.abs(torch.sigmoid(model(_tensor(train_x[rows]))) - _tensor(train_y[rows]))
-            )
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-        with torch.no_grad():
-            scores.append(torch.mean(torch.abs(torch.sigmoid(model(test_x)) - test_y)).item())
-    return _summarise(scores)
+    model = _GRUHead(n_features - 1, max(n_features // 2, 1), every_step=True)
+    optimiser = torch.optim.Adam(model.parameters())
+    for _ in range(settings.pred_iterations):
+        rows = rng.permutation(len(train_x))[: settings.batch_size]
+        prediction = torch.sigmoid(model(_tensor(train_x[rows])))
+        loss = torch.mean(torch.abs(prediction - _tensor(train_y[rows])))
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    with torch.no_grad():
+        prediction = torch.sigmoid(model(_tensor(real[:, :-1, :-1])))
+        return torch.mean(torch.abs(prediction - _tensor(real[:, 1:, -1:]))).item()
 
 
 def _split(windows: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
