@@ -1,0 +1,186 @@
+""""Give me N sequences": the one generation function behind the CLI, the service and the benchmarks.
+
+Pipeline per chunk of sequences (bounded memory: only ``chunk_sequences`` sequences are in flight):
+
+1. stage 1 rolls out a trend of the requested length from contexts drawn from the training data;
+2. stage 2 samples the normalised residual and the discrete states jointly, window by window;
+3. ``continuous = trend + residual * std + mean`` (exactly how ``train`` split them), then the inverse
+   transforms give original units and formats.
+
+Sequences longer than the training window are produced by chaining windows: each next window overlaps
+the previous one by half a window, and the overlap is held to the already generated values during the
+whole reverse process (replacement inpainting), so each window continues the one before. The trend is
+one continuous rollout over the whole length, so it has no seams at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pandas as pd
+import torch
+
+from model_core.bundle import ModelBundle
+from model_core.diffusion import NoiseSchedule, unmask_step
+from model_core.samplers import make_sampler
+
+#: Non-feature columns of the long format, in order (a timestamp follows them when the data had one).
+ID_COLUMNS = ["sequence_id", "step"]
+
+
+def generate(
+    bundle: ModelBundle,
+    n_sequences: int,
+    seq_len: int | None = None,
+    seed: int = 0,
+    sampler: str | None = None,
+    steps: int | None = None,
+) -> pd.DataFrame:
+    """All sequences as one long-format table (see ``iter_generate``)."""
+    chunks = list(iter_generate(bundle, n_sequences, seq_len, seed, sampler, steps))
+    return pd.concat(chunks, ignore_index=True)
+
+
+def iter_generate(
+    bundle: ModelBundle,
+    n_sequences: int,
+    seq_len: int | None = None,
+    seed: int = 0,
+    sampler: str | None = None,
+    steps: int | None = None,
+    chunk_sequences: int | None = None,
+) -> Iterator[pd.DataFrame]:
+    """Yield long-format tables of at most ``chunk_sequences`` sequences each.
+
+    Columns: ``sequence_id`` (global, from 0), ``step``, a synthetic ``timestamp`` if the training data
+    had one, then every feature in the original order and format. The same arguments and model give the
+    same output on the same machine.
+    """
+    if n_sequences < 1:
+        raise ValueError("n_sequences must be at least 1")
+    length = seq_len or bundle.config.window.seq_len
+    if length < 1:
+        raise ValueError("seq_len must be at least 1")
+    chunk = chunk_sequences or bundle.config.sampling.chunk_size
+    for index, start in enumerate(range(0, n_sequences, chunk)):
+        count = min(chunk, n_sequences - start)
+        generator = torch.Generator().manual_seed(_chunk_seed(seed, index))
+        continuous, discrete = sample_model_space(bundle, count, length, generator, sampler, steps)
+        table = bundle.transforms.inverse(
+            continuous.reshape(count * length, -1), discrete.reshape(count * length, -1), rounded=True
+        )
+        yield _long_format(bundle, table, start, count, length)
+
+
+def sample_model_space(
+    bundle: ModelBundle,
+    n: int,
+    length: int,
+    generator: torch.Generator,
+    sampler: str | None = None,
+    steps: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` sequences in model space: continuous [n, length, Dc] and discrete indices [n, length, Dd]."""
+    config = bundle.config
+    window = config.window.seq_len
+    total = max(length, window)
+    device = bundle.device
+    pools = bundle.pools
+    n_continuous = len(bundle.transforms.continuous)
+    with torch.inference_mode():
+        if bundle.trend is not None:
+            picks = torch.randint(0, len(pools.contexts), (n,), generator=generator)
+            context = torch.as_tensor(pools.contexts[picks.numpy()], dtype=torch.float32, device=device)
+            residuals = torch.as_tensor(pools.residuals, dtype=torch.float32)
+            trend, _ = bundle.trend.rollout(context, total, residuals, generator)
+        else:
+            trend = torch.zeros(n, total, n_continuous, device=device)
+        residual, tokens = _sample_residuals(bundle, trend, generator, sampler, steps)
+    mean = torch.as_tensor(pools.residual_mean, dtype=torch.float32, device=device)
+    std = torch.as_tensor(pools.residual_std, dtype=torch.float32, device=device)
+    continuous = trend + residual * std + mean
+    return continuous[:, :length].cpu().double().numpy(), tokens[:, :length].cpu().numpy()
+
+
+def _sample_residuals(
+    bundle: ModelBundle, trend: torch.Tensor, generator: torch.Generator, sampler: str | None, steps: int | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    config = bundle.config
+    window = config.window.seq_len
+    n, total, n_continuous = trend.shape
+    overlap = window // 2
+    mask_ids = torch.tensor(bundle.transforms.n_categories, dtype=torch.long)
+    residual = torch.zeros(n, total, n_continuous)
+    tokens = torch.zeros(n, total, len(mask_ids), dtype=torch.long)
+    start, known = 0, 0
+    while True:
+        start = min(start, total - window)
+        r, tok = _sample_window(
+            bundle,
+            trend[:, start : start + window],
+            residual[:, start : start + known],
+            tokens[:, start : start + known],
+            mask_ids,
+            generator,
+            sampler,
+            steps,
+        )
+        residual[:, start : start + window], tokens[:, start : start + window] = r.cpu(), tok.cpu()
+        if start + window >= total:
+            return residual.to(trend.device), tokens
+        start, known = start + window - overlap, overlap
+
+
+def _sample_window(
+    bundle: ModelBundle,
+    trend: torch.Tensor,
+    known_residual: torch.Tensor,
+    known_tokens: torch.Tensor,
+    mask_ids: torch.Tensor,
+    generator: torch.Generator,
+    sampler_name: str | None,
+    steps: int | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reverse diffusion of one window, with its first ``known`` steps held to given values."""
+    config = bundle.config
+    device = trend.device
+    n, window, n_continuous = trend.shape
+    schedule = NoiseSchedule.make(config.diffusion.timesteps, config.diffusion.noise_schedule)
+    name = sampler_name or config.sampling.sampler
+    sampler = make_sampler(name, schedule, config.sampling.eta, clip=bundle.pools.clip)
+    sampler.set_timesteps(steps or config.sampling.steps if name == "ddim" else None)
+    known = known_residual.shape[1]
+    x = torch.randn(n, window, n_continuous, generator=generator).to(device)
+    tokens = mask_ids.expand(n, window, -1).clone().to(device)
+    known_residual, known_tokens = known_residual.to(device), known_tokens.to(device)
+    mask_ids = mask_ids.to(device)
+    for t, t_prev in sampler.pairs():
+        if known:
+            noise = torch.randn(known_residual.shape, generator=generator).to(device)
+            x[:, :known] = schedule.add_noise(known_residual, noise, torch.full((n,), t))
+            tokens[:, :known] = known_tokens
+        velocity, logits = bundle.ema(x, trend, tokens, torch.full((n,), t, device=device))
+        x = sampler.step(velocity, t, t_prev, x, generator)
+        tokens = unmask_step(tokens, logits, t, t_prev, mask_ids, generator)
+    if known:
+        x[:, :known], tokens[:, :known] = known_residual, known_tokens
+    return x, tokens
+
+
+def _long_format(bundle: ModelBundle, table: pd.DataFrame, first_id: int, count: int, length: int) -> pd.DataFrame:
+    columns: dict[str, object] = {
+        "sequence_id": np.repeat(np.arange(first_id, first_id + count), length),
+        "step": np.tile(np.arange(length), count),
+    }
+    schema = bundle.schema
+    if schema.timestamp_column and schema.start is not None and schema.step_seconds:
+        stamps = pd.Timestamp(schema.start) + pd.to_timedelta(np.arange(length) * schema.step_seconds, unit="s")
+        columns[schema.timestamp_column] = np.tile(stamps.strftime("%Y-%m-%d %H:%M:%S").to_numpy(), count)
+    out = pd.DataFrame(columns)
+    return pd.concat([out, table], axis=1)
+
+
+def _chunk_seed(seed: int, index: int) -> int:
+    """Independent, reproducible stream per (seed, chunk)."""
+    return int(np.random.SeedSequence([seed, index]).generate_state(1, dtype=np.uint64)[0] >> 1)

@@ -1,0 +1,423 @@
+"""Two-stage training: the trend model first, then the residual denoiser on what the trend leaves.
+
+Splitting, and why generation recombines the same way (derivation in docs/DECISIONS.md): for a training
+window starting at ``s`` with context ``c = x[s-C:s]``, ``trend = TemporalGRUGenerator.window_trend(c, x)``
+and the diffusion learns ``r = (x - trend - mean) / std`` conditioned on ``trend``. ``generate`` draws a
+trend by rollout from a real context and inverts exactly this map: ``x = trend + r * std + mean``.
+
+Validation is time-based: the last ``val_fraction`` of the rows (by time) never trains a weight; it
+drives early stopping of the denoiser (EMA weights, fixed noise, so the curve is comparable across
+evaluations) and the final diagnostics written into the manifest.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from model_core.bundle import ModelBundle, Pools, build_networks
+from model_core.config import TSSynthConfig
+from model_core.diagnostics import diagnose
+from model_core.diffusion import (
+    ALIGNMENT_MIN_ALPHA_BAR,
+    NoiseSchedule,
+    discrete_loss,
+    mask_tokens,
+    min_snr_weight,
+    quantile_alignment_loss,
+    residual_stats_loss,
+)
+from model_core.generate import generate
+from model_core.schema import DataError, PreparedTable, prepare_table
+from model_core.transforms import FittedTransforms
+from model_core.trend import TemporalGRUGenerator
+from model_core.windows import window_starts
+
+#: Rollout contexts and bootstrap residuals kept in the bundle (a sample, not the whole data).
+MAX_CONTEXTS = 2048
+MAX_POOL_RESIDUALS = 8192
+#: Windows generated for the validation diagnostics in the manifest.
+VALIDATION_SEQUENCES = 256
+
+
+@dataclass
+class Progress:
+    stage: str  # "prepare" | "trend" | "diffusion" | "validate"
+    step: int
+    total: int
+    loss: float | None = None
+    eta_seconds: float | None = None
+
+
+class TrainingCancelled(Exception):
+    """Raised when ``should_stop`` asked training to end; nothing is saved."""
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("training.device is 'cuda' but CUDA is not available on this machine")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def train(
+    frame: pd.DataFrame,
+    config: TSSynthConfig,
+    progress: ProgressCallback | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> ModelBundle:
+    """Fit transforms, the trend model and the residual denoiser on one series; return the bundle."""
+    started = time.monotonic()
+    report = progress or (lambda _: None)
+    stop = should_stop or (lambda: False)
+    torch.manual_seed(config.training.seed)
+    generator = torch.Generator().manual_seed(config.training.seed)
+    device = resolve_device(config.training.device)
+    report(Progress("prepare", 0, 1))
+
+    table = prepare_table(frame, config.data, config.window.seq_len)
+    transforms = FittedTransforms.fit(table.values, table.schema, config.transform)
+    continuous, discrete = transforms.transform(table.values)
+    train_segments, val_segments = split_by_time(table.segments, config)
+    report(Progress("prepare", 1, 1))
+
+    x = torch.as_tensor(continuous, dtype=torch.float32)
+    trend_model, denoiser, ema = build_networks(config, x.shape[1], transforms.n_categories)
+    trend_losses: list[float] = []
+    if trend_model is not None:
+        trend_losses = _fit_trend(trend_model, x, train_segments, config, device, generator, report, stop)
+
+    context_len = config.trend.context_len
+    train_trend, train_starts = _window_trends(trend_model, x, train_segments, config, device)
+    residual = _residual_rows(x, train_trend, train_starts, config.window.seq_len)
+    mean, std = residual.mean(0), residual.std(0).clamp_min(1e-6)
+    pools = Pools(
+        contexts=_sample_contexts(x, train_segments, context_len, generator),
+        residuals=residual[torch.randperm(len(residual), generator=generator)[:MAX_POOL_RESIDUALS]].numpy(),
+        residual_mean=mean.numpy(),
+        residual_std=std.numpy(),
+        clip=max(4.0, 1.1 * float(((residual - mean) / std).abs().max())),
+    )
+    train_set = _diffusion_windows(x, discrete, train_trend, train_starts, mean, std, config)
+    val_trend, val_starts = _window_trends(trend_model, x, val_segments, config, device)
+    val_set = _diffusion_windows(x, discrete, val_trend, val_starts, mean, std, config) if len(val_starts) else None
+
+    denoiser.to(device)
+    ema.to(device)
+    diffusion_log = _fit_denoiser(denoiser, ema, train_set, val_set, transforms.n_categories, config, device, generator, report, stop)
+
+    bundle = ModelBundle(config, table.schema, transforms, trend_model, denoiser.eval(), ema.eval(), pools)
+    report(Progress("validate", 0, 1))
+    validation = _validation_report(bundle, table, val_segments or train_segments)
+    bundle.manifest = {
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "package_version": _package_version(),
+        "data_sha256": hashlib.sha256(frame.to_csv(index=False).encode()).hexdigest(),
+        "rows": int(len(table.values)),
+        "columns": table.schema.names(),
+        "training": {
+            "device": str(device),
+            "seconds": round(time.monotonic() - started, 1),
+            "trend_losses": trend_losses,
+            **diffusion_log,
+        },
+        "validation": validation,
+    }
+    report(Progress("validate", 1, 1))
+    return bundle
+
+
+def split_by_time(segments: list[tuple[int, int]], config: TSSynthConfig) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """Cut the series at the (1 - val_fraction) row: earlier rows train, later rows validate.
+
+    The validation part is dropped (everything trains) when it cannot hold one window or would leave
+    training without one.
+    """
+    seq_len = config.window.seq_len
+    total = sum(b - a for a, b in segments)
+    cut_rows = int(round(total * (1 - config.training.val_fraction)))
+    train, val, seen = [], [], 0
+    for a, b in segments:
+        cut = a + max(0, min(b - a, cut_rows - seen))
+        seen += b - a
+        if cut - a >= seq_len:
+            train.append((a, cut))
+        if b - cut >= seq_len:
+            val.append((cut, b))
+    if not train or not val or config.training.val_fraction == 0:
+        return segments, []
+    return train, val
+
+
+def _fit_trend(
+    model: TemporalGRUGenerator,
+    x: torch.Tensor,
+    segments: list[tuple[int, int]],
+    config: TSSynthConfig,
+    device: torch.device,
+    generator: torch.Generator,
+    report: ProgressCallback,
+    stop: Callable[[], bool],
+) -> list[float]:
+    """Teacher forcing: every step of a (context + window) span predicts the next step."""
+    span = config.trend.context_len + config.window.seq_len
+    starts = window_starts(segments, min(span, min(b - a for a, b in segments)), config.window.stride)
+    length = min(span, min(b - a for a, b in segments))
+    model.to(device).train()
+    optimiser = torch.optim.AdamW(model.parameters(), lr=config.trend.lr, weight_decay=config.training.weight_decay)
+    batch_size = config.training.batch_size
+    per_epoch = max(1, -(-len(starts) // batch_size))
+    total = config.trend.epochs * per_epoch
+    clock, losses = time.monotonic(), []
+    for epoch in range(config.trend.epochs):
+        order = torch.randperm(len(starts), generator=generator)
+        epoch_loss = 0.0
+        for i in range(per_epoch):
+            if stop():
+                raise TrainingCancelled("training cancelled")
+            rows = torch.as_tensor(starts)[order[i * batch_size : (i + 1) * batch_size]][:, None] + torch.arange(length)
+            series = x[rows].to(device)
+            predictions, _ = model(series[:, :-1])
+            loss = torch.mean((predictions - series[:, 1:]) ** 2)
+            optimiser.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.training.grad_clip)
+            optimiser.step()
+            epoch_loss += float(loss.detach())
+            done = epoch * per_epoch + i + 1
+            report(Progress("trend", done, total, float(loss.detach()), _eta(clock, done, total)))
+        losses.append(round(epoch_loss / per_epoch, 6))
+    model.eval()
+    return losses
+
+
+def _window_trends(
+    model: TemporalGRUGenerator | None,
+    x: torch.Tensor,
+    segments: list[tuple[int, int]],
+    config: TSSynthConfig,
+    device: torch.device,
+) -> tuple[torch.Tensor, np.ndarray]:
+    """Trend [W, L, Dc] of every window (zeros without a trend model) and the windows' start rows.
+
+    A window whose segment has fewer than C earlier rows gets its context padded with the segment's first
+    row (a steady state), so no training window is lost.
+    """
+    seq_len, context_len = config.window.seq_len, config.trend.context_len
+    starts = window_starts(segments, seq_len, config.window.stride)
+    if model is None or not len(starts):
+        return torch.zeros(len(starts), seq_len, x.shape[1]), starts
+    segment_start = np.zeros(len(starts), dtype=np.int64)
+    for a, b in segments:
+        segment_start[(starts >= a) & (starts < b)] = a
+    offsets = torch.arange(-context_len, seq_len)
+    rows = torch.as_tensor(starts)[:, None] + offsets
+    rows = torch.maximum(rows, torch.as_tensor(segment_start)[:, None])
+    trends = []
+    with torch.no_grad():
+        for chunk in torch.split(rows, 4096):
+            series = x[chunk].to(device)
+            trends.append(model.window_trend(series[:, :context_len], series[:, context_len:]).cpu())
+    return torch.cat(trends), starts
+
+
+def _residual_rows(x: torch.Tensor, trend: torch.Tensor, starts: np.ndarray, seq_len: int) -> torch.Tensor:
+    rows = torch.as_tensor(starts)[:, None] + torch.arange(seq_len)
+    return (x[rows] - trend).reshape(-1, x.shape[1])
+
+
+def _sample_contexts(
+    x: torch.Tensor, segments: list[tuple[int, int]], context_len: int, generator: torch.Generator
+) -> np.ndarray:
+    """Real context spans for rollouts, preferring those with a full history inside their segment."""
+    starts = window_starts(segments, context_len, 1)
+    picks = torch.randperm(len(starts), generator=generator)[:MAX_CONTEXTS]
+    rows = torch.as_tensor(starts)[picks][:, None] + torch.arange(context_len)
+    return x[rows].numpy()
+
+
+def _diffusion_windows(
+    x: torch.Tensor,
+    discrete: np.ndarray,
+    trend: torch.Tensor,
+    starts: np.ndarray,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    config: TSSynthConfig,
+) -> dict[str, torch.Tensor]:
+    rows = torch.as_tensor(starts)[:, None] + torch.arange(config.window.seq_len)
+    return {
+        "residual": (x[rows] - trend - mean) / std,
+        "trend": trend,
+        "tokens": torch.as_tensor(discrete)[rows],
+    }
+
+
+def _fit_denoiser(
+    denoiser: torch.nn.Module,
+    ema: torch.nn.Module,
+    train_set: dict[str, torch.Tensor],
+    val_set: dict[str, torch.Tensor] | None,
+    n_categories: list[int],
+    config: TSSynthConfig,
+    device: torch.device,
+    generator: torch.Generator,
+    report: ProgressCallback,
+    stop: Callable[[], bool],
+) -> dict[str, Any]:
+    cfg = config.training
+    schedule = NoiseSchedule.make(config.diffusion.timesteps, config.diffusion.noise_schedule)
+    mask_ids = torch.tensor(n_categories, dtype=torch.long, device=device)
+    optimiser = torch.optim.AdamW(denoiser.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=cfg.lr, total_steps=cfg.max_steps, pct_start=0.05)
+    ema.load_state_dict(denoiser.state_dict())
+    ema.requires_grad_(False)
+    n_windows = len(train_set["residual"])
+    best_val, best_state, best_step, bad_evals = float("inf"), copy.deepcopy(ema.state_dict()), 0, 0
+    train_log, val_log = [], []
+    running, since, clock, step = 0.0, 0, time.monotonic(), 0
+    for step in range(1, cfg.max_steps + 1):
+        if stop():
+            raise TrainingCancelled("training cancelled")
+        denoiser.train()
+        pick = torch.randint(0, n_windows, (cfg.batch_size,), generator=generator)
+        batch = {k: v[pick].to(device) for k, v in train_set.items()}
+        terms = diffusion_loss(denoiser, batch, schedule, mask_ids, config, generator)
+        optimiser.zero_grad()
+        terms.backward()
+        torch.nn.utils.clip_grad_norm_(denoiser.parameters(), cfg.grad_clip)
+        optimiser.step()
+        scheduler.step()
+        _update_ema(ema, denoiser, min(cfg.ema_decay, (1 + step) / (10 + step)))
+        running, since = running + float(terms.detach()), since + 1
+        report(Progress("diffusion", step, cfg.max_steps, float(terms.detach()), _eta(clock, step, cfg.max_steps)))
+        if step % cfg.eval_every == 0 or step == cfg.max_steps:
+            train_log.append(round(running / since, 6))
+            running, since = 0.0, 0
+            if val_set is not None:
+                val_loss = validation_loss(ema, val_set, schedule, mask_ids, config, device)
+                val_log.append(round(val_loss, 6))
+                if val_loss < best_val:
+                    best_val, best_state, best_step, bad_evals = val_loss, copy.deepcopy(ema.state_dict()), step, 0
+                else:
+                    bad_evals += 1
+                    if cfg.patience and bad_evals >= cfg.patience:
+                        break
+    if val_set is not None:
+        ema.load_state_dict(best_state)
+    else:
+        best_step = step
+    return {
+        "steps": step,
+        "best_step": best_step,
+        "stopped_early": step < cfg.max_steps,
+        "train_losses": train_log,
+        "val_losses": val_log,
+    }
+
+
+def diffusion_loss(
+    denoiser: torch.nn.Module,
+    batch: dict[str, torch.Tensor],
+    schedule: NoiseSchedule,
+    mask_ids: torch.Tensor,
+    config: TSSynthConfig,
+    generator: torch.Generator | None,
+    t: torch.Tensor | None = None,
+    noise: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Weighted sum of the denoising, quantile, residual-stats and discrete losses on one batch."""
+    residual, trend, tokens = batch["residual"], batch["trend"], batch["tokens"]
+    device, weights = residual.device, config.loss
+    n = residual.shape[0]
+    if t is None:
+        t = torch.randint(1, schedule.timesteps + 1, (n,), generator=generator).to(device)
+    if noise is None:
+        noise = torch.randn(residual.shape, generator=generator).to(device)
+    x_t = schedule.add_noise(residual, noise, t)
+    noisy_tokens, masked = mask_tokens(tokens, t.cpu(), schedule.timesteps, mask_ids.cpu(), generator)
+    velocity, logits = denoiser(x_t, trend, noisy_tokens.to(device), t)
+    total = residual.new_zeros(())
+    if residual.shape[-1]:
+        per_sample = ((velocity - schedule.velocity(residual, noise, t)) ** 2).mean(dim=(1, 2))
+        total = total + (min_snr_weight(schedule, t, weights.snr_gamma).to(device) * per_sample).mean()
+        clean = schedule.alpha_bar.to(device)[t] > ALIGNMENT_MIN_ALPHA_BAR
+        if clean.any() and (weights.quantile_weight or weights.residual_stats_weight):
+            x0_pred, _ = schedule.split_velocity(x_t[clean], velocity[clean], t[clean])
+            if weights.quantile_weight:
+                total = total + weights.quantile_weight * quantile_alignment_loss(x0_pred, residual[clean])
+            if weights.residual_stats_weight:
+                total = total + weights.residual_stats_weight * residual_stats_loss(x0_pred, residual[clean])
+    if logits and weights.discrete_weight:
+        total = total + weights.discrete_weight * discrete_loss(logits, tokens, masked.to(device))
+    return total
+
+
+def validation_loss(
+    model: torch.nn.Module,
+    val_set: dict[str, torch.Tensor],
+    schedule: NoiseSchedule,
+    mask_ids: torch.Tensor,
+    config: TSSynthConfig,
+    device: torch.device,
+) -> float:
+    """The training objective on held-out windows at fixed times and fixed noise (comparable over time)."""
+    generator = torch.Generator().manual_seed(12345)
+    model.eval()
+    n = min(len(val_set["residual"]), 512)
+    batch = {k: v[:n].to(device) for k, v in val_set.items()}
+    losses = []
+    with torch.no_grad():
+        for t_value in torch.linspace(1, schedule.timesteps, 8).round().long().tolist():
+            t = torch.full((n,), t_value, device=device)
+            noise = torch.randn(batch["residual"].shape, generator=generator).to(device)
+            losses.append(float(diffusion_loss(model, batch, schedule, mask_ids, config, generator, t, noise)))
+    return float(np.mean(losses))
+
+
+@torch.no_grad()
+def _update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    for target, source in zip(ema.parameters(), model.parameters(), strict=True):
+        target.mul_(decay).add_(source.detach(), alpha=1 - decay)
+
+
+def _validation_report(bundle: ModelBundle, table: PreparedTable, segments: list[tuple[int, int]]) -> dict[str, Any]:
+    """Diagnostics of generated windows against real windows of the held-out span."""
+    seq_len = bundle.config.window.seq_len
+    starts = window_starts(segments, seq_len, seq_len)[:VALIDATION_SEQUENCES]
+    if not len(starts):
+        raise DataError("no window fits the validation span")
+    rows = (starts[:, None] + np.arange(seq_len)).ravel()
+    reference = table.values.iloc[rows].reset_index(drop=True)
+    reference.insert(0, "sequence_id", np.repeat(np.arange(len(starts)), seq_len))
+    synthetic = generate(bundle, len(starts), seed=bundle.config.training.seed)
+    if bundle.schema.timestamp_column:
+        synthetic = synthetic.drop(columns=[bundle.schema.timestamp_column])
+    synthetic = synthetic.drop(columns=["step"])
+    report = diagnose(reference, synthetic, kinds=bundle.schema.kinds)
+    return report.model_dump(mode="json")
+
+
+def _eta(clock: float, done: int, total: int) -> float:
+    return round((time.monotonic() - clock) / max(done, 1) * (total - done), 1)
+
+
+def _package_version() -> str:
+    try:
+        return version("tssynth")
+    except PackageNotFoundError:
+        return "unknown"
