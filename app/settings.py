@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -35,6 +35,12 @@ class Settings(BaseSettings):
     demo_bootstrap: bool = Field(default=True, description="Train the demo model at startup when no model exists.")
     workers: int = Field(default=2, ge=1, le=64, description="Generation requests computed at the same time.")
     training_slots: int = Field(default=1, ge=1, le=16, description="Training jobs run at the same time; others queue.")
+
+    @field_validator("admin_token", "api_token", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        """``TOKEN=`` (as compose writes an unset variable) must mean "no token", not "the empty token"."""
+        return None if isinstance(value, str) and not value.strip() else value
 
     @property
     def job_db_path(self) -> Path:

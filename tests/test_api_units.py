@@ -27,6 +27,12 @@ def test_settings_come_from_prefixed_environment(monkeypatch: pytest.MonkeyPatch
     assert settings.job_db_path == tmp_path / "m" / "jobs.sqlite"
 
 
+def test_blank_tokens_mean_no_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TSSYNTH_ADMIN_TOKEN", "")
+    monkeypatch.setenv("TSSYNTH_API_TOKEN", "  ")
+    assert Settings().admin_token is None and Settings().api_token is None
+
+
 def test_settings_defaults() -> None:
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     assert settings.model_dir == Path("models")
