@@ -14,10 +14,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
+from tqdm import tqdm
 
+from model_core.bundle import BundleError, load_bundle, save_bundle
+from model_core.config import TSSynthConfig
 from model_core.diagnostics import DiagnosticsReport, FeatureDiagnostic, diagnose, plot_cdfs
+from model_core.generate import iter_generate
 from model_core.schema import read_csv
 from model_core.simulator import simulate_plant
+from model_core.train import Progress, train
 
 _USER_ERROR = 2
 _METRIC = {"continuous": "KS", "discrete": "TVD", "constant": "mismatch"}
@@ -28,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.handler(args))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, BundleError) as exc:
         # schema.DataError and diagnostics' ColumnMismatchError are ValueErrors; OSError covers unwritable outputs.
         print(f"error: {exc}", file=sys.stderr)
         return _USER_ERROR
@@ -128,9 +133,89 @@ def _num(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
+def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("train", help="train a model on one CSV series and save it as a bundle")
+    parser.add_argument("--data", type=Path, required=True, help="training CSV (one multivariate series)")
+    parser.add_argument("--config", type=Path, help="config.json (defaults for every key it omits)")
+    parser.add_argument("--out", type=Path, required=True, help="model directory to create, e.g. models/NAME")
+    parser.set_defaults(handler=_cmd_train)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    config = TSSynthConfig.load(args.config) if args.config else TSSynthConfig()
+    if args.out.exists():
+        raise ValueError(f"{args.out} already exists; choose a new --out")
+    frame = _read(args.data, "training")
+    with ProgressBar() as bar:
+        bundle = train(frame, config, progress=bar.update)
+    save_bundle(bundle, args.out)
+    training = bundle.manifest["training"]
+    print(
+        f"trained in {training['seconds']} s on {training['device']} "
+        f"({training['steps']} denoiser steps, best at {training['best_step']}); saved to {args.out}"
+    )
+    print("\nvalidation (generated vs held-out windows):")
+    print(format_report(DiagnosticsReport.model_validate(bundle.manifest["validation"])))
+    return 0
+
+
+def _add_sample_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("sample", help="generate synthetic sequences from a trained model")
+    parser.add_argument("--model", type=Path, required=True, help="model directory made by `tssynth train`")
+    parser.add_argument("--n", type=int, default=100, help="number of sequences (default 100)")
+    parser.add_argument("--seq-len", type=int, help="steps per sequence (default: the training window)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--sampler", choices=["ddpm", "ddim"], help="default: the model's config")
+    parser.add_argument("--steps", type=int, help="DDIM steps (default: the model's config)")
+    parser.add_argument("--out", type=Path, required=True, help="output CSV (long format)")
+    parser.set_defaults(handler=_cmd_sample)
+
+
+def _cmd_sample(args: argparse.Namespace) -> int:
+    bundle = load_bundle(args.model)
+    rows = 0
+    with open(args.out, "w", newline="") as handle:
+        for index, chunk in enumerate(
+            iter_generate(bundle, args.n, args.seq_len, args.seed, args.sampler, args.steps)
+        ):
+            chunk.to_csv(handle, index=False, header=index == 0)
+            rows += len(chunk)
+    print(f"wrote {args.n} sequences ({rows} rows) to {args.out}")
+    return 0
+
+
+class ProgressBar:
+    """A tqdm bar per training stage, fed by ``train``'s progress callback."""
+
+    def __init__(self) -> None:
+        self._bar: tqdm | None = None
+        self._stage = ""
+
+    def __enter__(self) -> ProgressBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+    def update(self, progress: Progress) -> None:
+        if progress.stage != self._stage:
+            if self._bar is not None:
+                self._bar.close()
+            self._bar = tqdm(total=progress.total, desc=progress.stage, unit="step", file=sys.stderr)
+            self._stage = progress.stage
+        assert self._bar is not None
+        self._bar.n = progress.step
+        if progress.loss is not None:
+            self._bar.set_postfix(loss=f"{progress.loss:.4f}", refresh=False)
+        self._bar.refresh()
+
+
 _PARSERS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_demo_data_parser,
     _add_diagnose_parser,
+    _add_train_parser,
+    _add_sample_parser,
 )
 
 

@@ -188,7 +188,7 @@ class FittedTransforms:
         if self.quantiles is not None and self.references is not None:
             arrays |= {"quantiles": self.quantiles, "references": self.references}
         with open(directory / "transforms.npz", "wb") as handle:
-            np.savez(handle, **arrays)
+            np.savez(handle, **arrays)  # type: ignore[arg-type]
 
     @classmethod
     def load(cls, directory: Path, schema: TableSchema) -> FittedTransforms:
