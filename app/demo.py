@@ -1,8 +1,9 @@
 """The demo model a fresh service trains for itself, so that ``tssynth serve`` is useful at once.
 
 The overrides trade fidelity for time: about two minutes on two CPU cores (the training process
-gets one of them, see ``train_worker``; measured: 93 s of training on a shared two-core machine),
-against far longer for the full defaults (3000 steps of a three-layer, 96-wide transformer).
+gets one of them, see ``train_worker``; measured on a shared two-core machine: 1500 steps took
+70-95 s depending on its load, so 2000 steps land near two minutes), against far longer for the
+full defaults (3000 steps of a three-layer, 96-wide transformer).
 It is a demonstration model; a real model is trained through ``POST /v1/admin/train`` or the CLI.
 """
 
@@ -17,7 +18,7 @@ from app.jobstore import Job
 log = logging.getLogger(__name__)
 
 DEMO_OVERRIDES: dict[str, Any] = {
-    "training": {"max_steps": 1500, "batch_size": 64, "eval_every": 250},
+    "training": {"max_steps": 2000, "batch_size": 64, "eval_every": 250},
     "trend": {"epochs": 3},
     "diffusion": {"hidden_size": 64, "num_layers": 2, "timesteps": 100},
     "sampling": {"steps": 25},
