@@ -211,11 +211,41 @@ class ProgressBar:
         self._bar.refresh()
 
 
+def _add_serve_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "serve", help="run the REST service (trains the demo model first when the model directory is empty)"
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    parser.add_argument("--model-dir", type=Path, help="model directory (default: $TSSYNTH_MODEL_DIR or models)")
+    parser.add_argument(
+        "--no-demo", action="store_true", help="do not train the demo model when no model exists"
+    )
+    parser.set_defaults(handler=_cmd_serve)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import os
+
+    import uvicorn  # here, not at the top: the other subcommands do not need the web stack
+
+    # The service reads TSSYNTH_* settings; the flags are shorthands for two of them.
+    if args.model_dir is not None:
+        os.environ["TSSYNTH_MODEL_DIR"] = str(args.model_dir)
+    if args.no_demo:
+        os.environ["TSSYNTH_DEMO_BOOTSTRAP"] = "false"
+    # By import string with factory=True: model_core never imports app (the engine does not depend on
+    # the service), and uvicorn builds the app from the environment set above.
+    uvicorn.run("app.main:create_app", factory=True, host=args.host, port=args.port)
+    return 0
+
+
 _PARSERS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_demo_data_parser,
     _add_diagnose_parser,
     _add_train_parser,
     _add_sample_parser,
+    _add_serve_parser,
 )
 
 

@@ -128,3 +128,18 @@ def test_install_swaps_the_served_object_but_not_ones_already_taken(tmp_path: Pa
     registry.install("m", 2, in_flight.bundle, models / "m" / "v2")
     assert registry.get("m").version == 2 and registry.get("m").versions == (1, 2)
     assert in_flight.version == 1  # a request that looked the model up earlier keeps its version
+
+
+def test_serve_command_runs_the_app_factory_with_its_flags(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import uvicorn
+
+    from model_core import cli
+
+    calls: list[tuple[tuple, dict]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: calls.append((args, kwargs)))
+    monkeypatch.delenv("TSSYNTH_MODEL_DIR", raising=False)
+    monkeypatch.delenv("TSSYNTH_DEMO_BOOTSTRAP", raising=False)
+    assert cli.main(["serve", "--port", "9999", "--model-dir", str(tmp_path), "--no-demo"]) == 0
+    assert calls == [(("app.main:create_app",), {"factory": True, "host": "127.0.0.1", "port": 9999})]
+    settings = Settings()
+    assert settings.model_dir == tmp_path and settings.demo_bootstrap is False
