@@ -66,7 +66,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1",
         summary="Learns a multivariate industrial time series and serves synthetic sequences.",
         lifespan=lifespan,
-        responses={500: {"model": ErrorResponse, "description": "Unexpected error (no details exposed)"}},
+        # Declared for every route so that OpenAPI shows our error shape, not FastAPI's default 422 body.
+        responses={
+            422: {"model": ErrorResponse, "description": "Invalid request"},
+            500: {"model": ErrorResponse, "description": "Unexpected error (no details exposed)"},
+        },
     )
     app.state.services = deps
     install_error_handlers(app)

@@ -202,3 +202,18 @@ def test_healthz_answers_while_generation_saturates_the_pool(tmp_path: Path) -> 
         assert time.perf_counter() - started < 0.5
         assert worker.is_alive(), "healthz should have answered while the generation was still running"
         worker.join()
+
+
+def test_openapi_documents_every_endpoint_with_the_error_shape(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    assert set(spec["paths"]) == {
+        "/healthz", "/readyz", "/metrics", "/v1/models", "/v1/models/{name}", "/v1/models/{name}/generate",
+        "/v1/models/{name}/export.csv", "/v1/models/{name}/diagnostics/ks", "/v1/admin/train", "/v1/admin/jobs",
+        "/v1/admin/jobs/{job_id}", "/v1/admin/jobs/{job_id}/cancel",
+    }
+    generate = spec["paths"]["/v1/models/{name}/generate"]["post"]
+    assert generate["responses"]["422"]["content"]["application/json"]["schema"]["$ref"].endswith("ErrorResponse")
+    assert spec["components"]["schemas"]["GenerateRequest"]["examples"]
+    assert "HTTPValidationError" not in spec["components"]["schemas"]  # FastAPI's own 422 body is never sent
+    export = spec["paths"]["/v1/models/{name}/export.csv"]["get"]["responses"]
+    assert export["422"]["content"]["application/json"]["schema"]["$ref"].endswith("ErrorResponse")
