@@ -66,6 +66,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1",
         summary="Learns a multivariate industrial time series and serves synthetic sequences.",
         lifespan=lifespan,
+        # Swagger UI and ReDoc load their scripts from a public CDN: a page that calls out of an ICS
+        # network is not shipped. The schema itself is served at /openapi.json.
+        docs_url=None,
+        redoc_url=None,
         # Declared for every route so that OpenAPI shows our error shape, not FastAPI's default 422 body.
         responses={
             422: {"model": ErrorResponse, "description": "Invalid request"},

@@ -217,3 +217,8 @@ def test_openapi_documents_every_endpoint_with_the_error_shape(client: TestClien
     assert "HTTPValidationError" not in spec["components"]["schemas"]  # FastAPI's own 422 body is never sent
     export = spec["paths"]["/v1/models/{name}/export.csv"]["get"]["responses"]
     assert export["422"]["content"]["application/json"]["schema"]["$ref"].endswith("ErrorResponse")
+
+
+def test_no_docs_page_that_would_load_scripts_from_a_cdn(client: TestClient) -> None:
+    assert_error(client.get("/docs"), 404, "not_found")
+    assert_error(client.get("/redoc"), 404, "not_found")
