@@ -15,7 +15,7 @@ import pandas as pd
 
 from app.errors import ApiError, limit_exceeded
 from app.pool import WorkerPool
-from app.schemas import GenerateResponse, Sampler
+from app.schemas import GenerateResponse, Layout, Sampler
 from app.settings import Settings
 from model_core.bundle import ModelBundle
 from model_core.generate import iter_generate
@@ -90,7 +90,7 @@ def _chunks(bundle: ModelBundle, p: GenerationPlan) -> Iterator[pd.DataFrame]:
 
 
 def response(
-    name: str, version: int, bundle: ModelBundle, p: GenerationPlan, frame: pd.DataFrame, layout: str
+    name: str, version: int, bundle: ModelBundle, p: GenerationPlan, frame: pd.DataFrame, layout: Layout
 ) -> GenerateResponse:
     features = bundle.schema.names()
     timestamp = bundle.schema.timestamp_column
@@ -111,7 +111,7 @@ def response(
         seq_len=p.seq_len,
         sampler=p.sampler,
         steps=p.steps,
-        layout=layout,  # type: ignore[arg-type]
+        layout=layout,
         features=features,
         timestamps=timestamps,
         data=data,

@@ -67,6 +67,7 @@ class JobManager:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        await self._reap()  # a job that finished just before the stop is still installed
         for job_id, process in list(self._running.items()):
             process.terminate()
             await anyio.to_thread.run_sync(process.join, 10.0)

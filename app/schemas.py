@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from app.jobstore import Job, JobState
 
 Sampler = Literal["ddpm", "ddim"]
+Layout = Literal["nested", "records"]
 Scalar = float | int | str
 
 
@@ -89,7 +90,7 @@ class GenerateRequest(BaseModel):
     seed: int | None = Field(None, ge=0, le=2**63 - 1, description="Same seed, same model: same output. Random if unset.")
     sampler: Sampler | None = Field(None, description="Default: the model's configured sampler.")
     steps: int | None = Field(None, ge=1, description="DDIM steps; default: the model's configured steps.")
-    layout: Literal["nested", "records"] = Field(
+    layout: Layout = Field(
         "nested", description="nested: data[sequence][step][feature]; records: one object per row."
     )
 
@@ -102,7 +103,7 @@ class GenerateResponse(BaseModel):
     seq_len: int
     sampler: Sampler
     steps: int | None = Field(description="DDIM steps used (None for DDPM, which runs every timestep).")
-    layout: Literal["nested", "records"]
+    layout: Layout
     features: list[str]
     timestamps: list[str] | None = Field(
         None, description="nested layout: the synthetic timestamp of each step (the same for every sequence)."

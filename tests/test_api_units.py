@@ -143,3 +143,19 @@ def test_serve_command_runs_the_app_factory_with_its_flags(monkeypatch: pytest.M
     assert calls == [(("app.main:create_app",), {"factory": True, "host": "127.0.0.1", "port": 9999})]
     settings = Settings()
     assert settings.model_dir == tmp_path and settings.demo_bootstrap is False
+
+
+def test_a_training_process_that_dies_fails_its_job_with_the_exit_code(tmp_path: Path) -> None:
+    import asyncio
+
+    from app.jobs import JobManager
+
+    settings = Settings(model_dir=tmp_path, demo_bootstrap=False)
+    store = JobStore(settings.job_db_path)
+    manager = JobManager(store, ModelRegistry(tmp_path), settings)
+    job = store.create("m", "simulator", None, {})
+    store.mark_running(job.id)
+    asyncio.run(manager._finalize(job.id, -9))  # what the supervisor does when the process is gone
+    failed = store.require(job.id)
+    assert failed.state == "failed"
+    assert failed.error == "the training process exited unexpectedly (exit code -9)"
