@@ -56,7 +56,7 @@ def load_dataset(name: str, shared_data: Path = SHARED_DATA) -> BenchDataset:
     if not path.is_file():
         raise DatasetUnavailable(f"{name}: {path} not found (the shared data folder is absent)")
     overrides = {"data": {"timestamp_column": timestamp, "drop_columns": drop}}
-    return BenchDataset(name, read_csv(path), overrides, str(path.relative_to(REPO_ROOT.parent)), fmt)
+    return BenchDataset(name, read_csv(path), overrides, f"../{path.relative_to(REPO_ROOT.parent)}", fmt)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,526 @@
+"""Quality benchmark: how close are the synthetic windows to the real ones, next to floors and baselines?
+
+For each dataset: train the default config (plus only the dataset's data overrides), generate as many
+24-step windows as the real series has (at most 10,000) and measure marginals, dynamics, cross-feature
+structure, the TimeGAN discriminative/predictive scores and the pump flow/state constraint, for the
+model and, in the same run, for the real-vs-real floors and the i.i.d./VAR(1) baselines
+(``bench/baselines.py``). ``--ablations`` retrains variants on BATADAL and ETTh1.
+
+Results: ``bench/results/quality.json`` (``quality_quick.json`` with ``--quick``) and the quality section
+of ``docs/benchmarks.md`` with pictures under ``docs/img/quality/``.
+
+    .venv/bin/python bench/quality.py --quick                 # a few minutes, for development
+    .venv/bin/python bench/quality.py --ablations             # the full benchmark
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make ``bench`` and the engine importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+import torch
+
+from bench import plots
+from bench.baselines import fit_var1, iid_sample, random_halves, snap_to_support, time_halves
+from bench.datasets import NAMES, BenchDataset, DatasetUnavailable, RealSeries, load_dataset, real_series
+from bench.metrics import (
+    correlation_error,
+    flow_state_agreement,
+    flow_state_pairs,
+    frame_to_windows,
+    lag1_acf_error,
+    marginal_metrics,
+    pooled_acf,
+)
+from bench.report import (
+    IMG_DIR,
+    Progress,
+    command_line,
+    describe_machine,
+    fmt,
+    machine,
+    table,
+    update_docs_section,
+    write_json,
+)
+from bench.scores import ScoreSettings, discriminative_score, predictive_score
+from model_core.bundle import ModelBundle
+from model_core.config import TSSynthConfig
+from model_core.generate import iter_generate
+from model_core.train import Progress as TrainProgress
+from model_core.train import train
+
+#: Each ablation is a set of config overrides on top of the default config.
+ABLATIONS: list[tuple[str, dict[str, Any]]] = [
+    ("trend off", {"trend": {"enabled": False}}),
+    ("backbone gru", {"diffusion": {"backbone_type": "gru"}}),
+    ("normalisation standard (bounds sigmoid)", {"transform": {"normalization": "standard"}}),
+    ("standard, bounds none", {"transform": {"normalization": "standard", "bounds": "none"}}),
+    ("standard, bounds clip", {"transform": {"normalization": "standard", "bounds": "clip"}}),
+    ("no Min-SNR weighting", {"loss": {"snr_gamma": 0.0}}),
+    ("no quantile loss", {"loss": {"quantile_weight": 0.0}}),
+    ("no residual-stats loss", {"loss": {"residual_stats_weight": 0.0}}),
+]
+#: Sampling-only ablations on the default model: (label, sampler, steps); DDPM always runs all T steps.
+SAMPLERS: list[tuple[str, str, int | None]] = [
+    ("DDPM (all T steps)", "ddpm", None),
+    ("DDIM-10", "ddim", 10),
+    ("DDIM-20", "ddim", 20),
+    ("DDIM-50", "ddim", 50),
+]
+ABLATION_DATASETS = ("batadal", "etth1")
+REFERENCES = {
+    "real_random_half": "real, random half (floor)",
+    "real_time_half": "real, time half (floor)",
+    "iid": "i.i.d. marginals (baseline)",
+    "var1": "VAR(1) (baseline)",
+}
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    quick: bool
+    seq_len: int = 24
+    max_windows: int = 10_000
+    scores: ScoreSettings = field(default_factory=ScoreSettings)
+    #: Extra overrides on every trained config (quick mode: far fewer steps); empty = the true default.
+    train_overrides: dict[str, Any] = field(default_factory=dict)
+    #: Sequences of twice the window length for the ACF picture (lags 0..24 need 25+ steps).
+    acf_sequences: int = 512
+    seed: int = 0
+
+
+FULL = RunSettings(quick=False)
+QUICK = RunSettings(
+    quick=True,
+    max_windows=1000,
+    scores=ScoreSettings(disc_iterations=300, pred_iterations=300, runs=2),
+    train_overrides={"training": {"max_steps": 200, "eval_every": 100}, "trend": {"epochs": 1}},
+    acf_sequences=64,
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="minutes, not hours: for development only")
+    parser.add_argument("--datasets", help=f"comma-separated subset of {','.join(NAMES)}")
+    parser.add_argument(
+        "--ablations", action="store_true", help=f"also run the ablations on {ABLATION_DATASETS}"
+    )
+    args = parser.parse_args(argv)
+    settings = QUICK if args.quick else FULL
+    chosen = (
+        args.datasets.split(",") if args.datasets else (["demo", "batadal"] if args.quick else list(NAMES))
+    )
+    unknown = sorted(set(chosen) - set(NAMES))
+    if unknown:
+        parser.error(f"unknown datasets {unknown}; choose from {list(NAMES)}")
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+
+    log = Progress()
+    results: dict[str, Any] = {
+        "benchmark": "quality",
+        "quick": settings.quick,
+        "command": command_line(),
+        "machine": machine(),
+        "started_at": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "settings": {
+            "seq_len": settings.seq_len,
+            "max_windows": settings.max_windows,
+            "scores": vars(settings.scores),
+            "train_overrides": settings.train_overrides,
+        },
+        "datasets": {},
+        "skipped": {},
+    }
+    log(
+        f"quality benchmark{' (QUICK)' if settings.quick else ''} on {chosen}: {describe_machine(results['machine'])}"
+    )
+    output = "quality_quick.json" if settings.quick else "quality.json"
+    for name in chosen:
+        try:
+            dataset = load_dataset(name)
+        except DatasetUnavailable as exc:
+            log(f"skipping {exc}")
+            results["skipped"][name] = str(exc)
+            continue
+        ablate = args.ablations and name in ABLATION_DATASETS
+        results["datasets"][name] = run_dataset(dataset, settings, ablate, log)
+        results["elapsed_seconds"] = round(log.elapsed(), 1)
+        write_json(output, results)  # after every dataset, so a long run keeps what it has finished
+    results["elapsed_seconds"] = round(log.elapsed(), 1)
+    log(f"wrote {write_json(output, results)}")
+    log(f"updated {update_docs_section('quality', render(results))}")
+    return 0
+
+
+def run_dataset(dataset: BenchDataset, settings: RunSettings, ablate: bool, log: Progress) -> dict[str, Any]:
+    name = dataset.name
+    config = _config(dataset, settings, {})
+    bundle, train_seconds = _train(dataset, config, f"{name}: default", log)
+    names, kinds = bundle.schema.names(), bundle.schema.kinds
+    series = real_series(dataset, bundle.schema)
+    real, starts = series.windows(settings.seq_len)
+    n = min(len(real), settings.max_windows)
+    pairs = flow_state_pairs(names, series.values[None])
+    synthetic, generate_seconds = _generate(bundle, n, settings.seq_len, None, None, f"{name}: default", log)
+
+    def compare(label: str, left: np.ndarray, right: np.ndarray) -> dict[str, Any]:
+        return evaluate(left, right, names, kinds, pairs, settings.scores, f"{name}: {label}", log)[0]
+
+    model, report = evaluate(real, synthetic, names, kinds, pairs, settings.scores, f"{name}: model", log)
+    out: dict[str, Any] = {
+        "source": dataset.source,
+        "rows": len(series.values),
+        "features": {
+            kind: sum(k == kind for k in kinds.values()) for kind in ("continuous", "discrete", "constant")
+        },
+        "real_windows": len(real),
+        "synthetic_windows": n,
+        "train_seconds": train_seconds,
+        "generate_seconds": generate_seconds,
+        "sampler": {"name": config.sampling.sampler, "steps": config.sampling.steps},
+        "real_flow_state_agreement": flow_state_agreement(real, names, pairs),
+        "results": {"model": model},
+    }
+    rng = np.random.default_rng(settings.seed)
+    out["results"]["real_random_half"] = compare("real random half", *random_halves(real, rng))
+    out["results"]["real_time_half"] = compare(
+        "real time half", *time_halves(starts, real, len(series.values))
+    )
+    out["results"]["iid"] = compare("iid", real, iid_sample(series.values, n, settings.seq_len, rng))
+    out["results"]["var1"] = compare("var1", real, _var1_windows(series, real, n, kinds, names, rng))
+    out["figures"] = _figures(name, bundle, series, real, synthetic, report, settings, log)
+    if ablate:
+        out["ablations"] = _ablations(dataset, bundle, out, real, names, kinds, pairs, settings, log)
+    return out
+
+
+def evaluate(
+    real: np.ndarray,
+    synthetic: np.ndarray,
+    names: list[str],
+    kinds: dict[str, str],
+    pairs: list[tuple[str, str]],
+    scores: ScoreSettings,
+    label: str,
+    log: Progress,
+) -> tuple[dict[str, Any], Any]:
+    """Every metric of one (real, synthetic) pair of window sets; also the per-feature report."""
+    log(f"{label}: marginals, ACF, correlations ({len(real)} vs {len(synthetic)} windows)")
+    metrics, report = marginal_metrics(real, synthetic, names, kinds)
+    metrics.update(
+        n_real=len(real),
+        n_synthetic=len(synthetic),
+        acf_lag1_error=lag1_acf_error(real, synthetic),
+        correlation_error=correlation_error(real, synthetic),
+        flow_state_agreement=flow_state_agreement(synthetic, names, pairs),
+    )
+    log(f"{label}: discriminative score ({scores.runs} x {scores.disc_iterations} iterations)")
+    metrics["discriminative"] = discriminative_score(real, synthetic, scores)
+    log(f"{label}: predictive score ({scores.runs} x {scores.pred_iterations} iterations)")
+    metrics["predictive"] = predictive_score(real, synthetic, scores)
+    log(
+        f"{label}: KS mean {fmt(metrics['ks_mean'])}, disc {fmt(metrics['discriminative'])}, "
+        f"pred {fmt(metrics['predictive'])}"
+    )
+    return metrics, report
+
+
+def _config(dataset: BenchDataset, settings: RunSettings, ablation: dict[str, Any]) -> TSSynthConfig:
+    return (
+        TSSynthConfig()
+        .with_overrides(dataset.data_overrides)
+        .with_overrides(settings.train_overrides)
+        .with_overrides(ablation)
+    )
+
+
+def _train(
+    dataset: BenchDataset, config: TSSynthConfig, label: str, log: Progress
+) -> tuple[ModelBundle, float]:
+    last_stage, last_at = [""], [0.0]
+
+    def report(progress: TrainProgress) -> None:
+        # One line per stage change, and at most one every 15 s within a stage.
+        now = time.monotonic()
+        if progress.stage != last_stage[0] or now - last_at[0] >= 15 or progress.step == progress.total:
+            loss = f" loss {progress.loss:.4f}" if progress.loss is not None else ""
+            log(f"{label}: training {progress.stage} {progress.step}/{progress.total}{loss}")
+            last_stage[0], last_at[0] = progress.stage, now
+
+    started = time.monotonic()
+    bundle = train(dataset.frame, config, progress=report)
+    return bundle, round(time.monotonic() - started, 1)
+
+
+def _generate(
+    bundle: ModelBundle,
+    n: int,
+    length: int,
+    sampler: str | None,
+    steps: int | None,
+    label: str,
+    log: Progress,
+) -> tuple[np.ndarray, float]:
+    started = time.monotonic()
+    last_print = started
+    chunks, done = [], 0
+    for chunk in iter_generate(bundle, n, seq_len=length, seed=1, sampler=sampler, steps=steps):
+        chunks.append(frame_to_windows(chunk, bundle.schema.names()))
+        done += len(chunks[-1])
+        if time.monotonic() - last_print >= 15 or done == n:
+            log(f"{label}: generated {done}/{n} windows")
+            last_print = time.monotonic()
+    return np.concatenate(chunks), round(time.monotonic() - started, 1)
+
+
+def _var1_windows(
+    series: RealSeries,
+    real: np.ndarray,
+    n: int,
+    kinds: dict[str, str],
+    names: list[str],
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """VAR(1) rolled out from the first rows of randomly chosen real windows, then snapped to the support."""
+    model = fit_var1(series.values, series.segments)
+    first_rows = real[rng.choice(len(real), size=n, replace=len(real) < n), 0]
+    windows = model.simulate(first_rows, real.shape[1], rng)
+    return snap_to_support(windows, series.values, [kinds[name] for name in names])
+
+
+def _figures(
+    name: str,
+    bundle: ModelBundle,
+    series: RealSeries,
+    real: np.ndarray,
+    synthetic: np.ndarray,
+    report: Any,
+    settings: RunSettings,
+    log: Progress,
+) -> dict[str, Any]:
+    log(f"{name}: figures")
+    names = series.names
+    folder = IMG_DIR / "quality" / name
+    varying = [f for f in names if bundle.schema.feature(f).kind != "constant"]
+    # ACF beyond the training window: sequences twice as long, so lags 0..24 exist on both sides.
+    long_length = 2 * settings.seq_len
+    long_real, _ = series.windows(long_length)
+    long_syn, _ = _generate(
+        bundle, settings.acf_sequences, long_length, None, None, f"{name}: ACF sequences", log
+    )
+    acf_gap = np.abs(pooled_acf(real, 1)[1] - pooled_acf(synthetic, 1)[1])
+    by_acf_gap = sorted(varying, key=lambda f: -np.nan_to_num(acf_gap[names.index(f)], nan=1.0))[:8]
+    shown = [f for f in report.summary.worst_features if f in varying][:2]
+    shown += [f for f in varying if f not in shown][: 4 - len(shown)]
+    picks = np.random.default_rng(settings.seed).choice(len(real), size=3, replace=False)
+    rel = Path("img") / "quality" / name
+    return {
+        "cdf": [
+            str(rel / "cdf" / p.name)
+            for p in plots.worst_cdfs(real, synthetic, names, report, folder / "cdf")
+        ],
+        "acf": str(
+            rel
+            / plots.acf_curves(
+                long_real, long_syn, names, by_acf_gap, settings.seq_len, folder / "acf.png"
+            ).name
+        ),
+        "sequences": str(
+            rel
+            / plots.sequences_side_by_side(
+                real[picks], synthetic, names, shown, folder / "sequences.png"
+            ).name
+        ),
+    }
+
+
+def _ablations(
+    dataset: BenchDataset,
+    default_bundle: ModelBundle,
+    default: dict[str, Any],
+    real: np.ndarray,
+    names: list[str],
+    kinds: dict[str, str],
+    pairs: list[tuple[str, str]],
+    settings: RunSettings,
+    log: Progress,
+) -> dict[str, Any]:
+    """Retrain each config ablation; resample the default model with each sampler."""
+    n = default["synthetic_windows"]
+    out: dict[str, Any] = {}
+    for label, overrides in ABLATIONS:
+        tag = f"{dataset.name}: ablation '{label}'"
+        bundle, train_seconds = _train(dataset, _config(dataset, settings, overrides), tag, log)
+        synthetic, generate_seconds = _generate(bundle, n, settings.seq_len, None, None, tag, log)
+        metrics, _ = evaluate(real, synthetic, names, kinds, pairs, settings.scores, tag, log)
+        out[label] = {
+            "overrides": overrides,
+            "train_seconds": train_seconds,
+            "generate_seconds": generate_seconds,
+        }
+        out[label].update(metrics)
+    default_sampling = default_bundle.config.sampling
+    for label, sampler, steps in SAMPLERS:
+        if sampler == default_sampling.sampler and steps == default_sampling.steps:
+            out[label] = {
+                "sampler": sampler,
+                "steps": steps,
+                "same_as_default": True,
+                "generate_seconds": default["generate_seconds"],
+                **default["results"]["model"],
+            }
+            continue
+        tag = f"{dataset.name}: sampler {label}"
+        synthetic, generate_seconds = _generate(default_bundle, n, settings.seq_len, sampler, steps, tag, log)
+        metrics, _ = evaluate(real, synthetic, names, kinds, pairs, settings.scores, tag, log)
+        out[label] = {"sampler": sampler, "steps": steps, "generate_seconds": generate_seconds, **metrics}
+    return out
+
+
+_METRIC_ROWS: list[tuple[str, str]] = [
+    ("KS mean (continuous) ↓", "ks_mean"),
+    ("KS max (continuous) ↓", "ks_max"),
+    ("TVD mean (discrete) ↓", "tvd_mean"),
+    ("invalid discrete values ↓", "invalid_share"),
+    ("constant columns exact", "constant_exact"),
+    ("lag-1 ACF error ↓", "acf_lag1_error"),
+    ("correlation-matrix error ↓", "correlation_error"),
+    ("discriminative score ↓", "discriminative"),
+    ("predictive score (MAE) ↓", "predictive"),
+    ("pump flow/state agreement ↑", "flow_state_agreement"),
+]
+_ABLATION_COLUMNS = [
+    "ks_mean",
+    "tvd_mean",
+    "acf_lag1_error",
+    "correlation_error",
+    "discriminative",
+    "predictive",
+]
+
+
+def _cell(metrics: dict[str, Any], key: str) -> str:
+    value = metrics.get(key)
+    if key == "constant_exact":
+        return f"{value}/{metrics['constant_columns']}" if metrics.get("constant_columns") else "-"
+    if key == "flow_state_agreement":
+        return "-" if value is None else f"{100 * value['mean']:.1f} %"
+    return fmt(value)
+
+
+def render(results: dict[str, Any]) -> str:
+    """The quality section of docs/benchmarks.md, entirely from the results JSON."""
+    scores = results["settings"]["scores"]
+    lines = ["## Quality", ""]
+    if results["quick"]:
+        lines += [
+            "> **QUICK RUN (development only)**: few training steps, few windows, shortened disc/pred scores.",
+            "> These numbers are not the benchmark; run the full command below.",
+            "",
+        ]
+    lines += [
+        f"Machine: {describe_machine(results['machine'])}. Run took {results.get('elapsed_seconds', 0) / 60:.1f} min.",
+        "",
+        f"Regenerate: `{results['command']}`",
+        "",
+        f"Windows of {results['settings']['seq_len']} steps (stride 1); at most {results['settings']['max_windows']:,} "
+        "synthetic windows per dataset, all in original units. Discriminative score: |accuracy - 0.5| of a post-hoc "
+        f"GRU classifier ({scores['disc_iterations']} iterations of batch {scores['batch_size']}); predictive score: MAE "
+        f"on real windows of a GRU trained on synthetic ones ({scores['pred_iterations']} iterations); both mean ± std "
+        f"of {scores['runs']} runs (TimeGAN protocol). Floors compare real windows with other real windows; baselines "
+        "are trivial generators (see `bench/baselines.py`).",
+        "",
+    ]
+    for name, skipped in results["skipped"].items():
+        lines += [f"*{name}: skipped ({skipped}).*", ""]
+    for name, data in results["datasets"].items():
+        lines += _render_dataset(name, data)
+    return "\n".join(lines)
+
+
+def _render_dataset(name: str, data: dict[str, Any]) -> list[str]:
+    features = data["features"]
+    columns = ["model", *REFERENCES]
+    header = ["metric", "**model**", *REFERENCES.values()]
+    rows = [[label, *(_cell(data["results"][c], key) for c in columns)] for label, key in _METRIC_ROWS]
+    real_agreement = data["real_flow_state_agreement"]
+    lines = [
+        f"### {name}",
+        "",
+        f"{data['source']}: {data['rows']:,} rows; {features['continuous']} continuous, {features['discrete']} discrete, "
+        f"{features['constant']} constant features; {data['real_windows']:,} real windows. Default model trained in "
+        f"{data['train_seconds']:.0f} s; {data['synthetic_windows']:,} windows generated in {data['generate_seconds']:.0f} s "
+        f"({data['sampler']['name']}, {data['sampler']['steps']} steps)."
+        + (
+            f" Pump flow/state agreement in the real data: {100 * real_agreement['mean']:.1f} %."
+            if real_agreement
+            else ""
+        ),
+        "",
+        table(header, rows),
+        "",
+        f"Worst features (model): {', '.join(data['results']['model']['worst_features'])}.",
+        "",
+        "Sequences, real (left) and synthetic (right):",
+        "",
+        f"![{name} sequences]({data['figures']['sequences']})",
+        "",
+        "Autocorrelation, real vs synthetic, lags 0..24 (the features whose lag-1 ACF differs most):",
+        "",
+        f"![{name} ACF]({data['figures']['acf']})",
+        "",
+        "Distributions of the five worst features:",
+        "",
+        " ".join(f"![{Path(p).stem}]({p})" for p in data["figures"]["cdf"]),
+        "",
+    ]
+    if "ablations" in data:
+        header = [
+            "variant",
+            "KS mean",
+            "TVD mean",
+            "lag-1 ACF err",
+            "corr err",
+            "disc",
+            "pred",
+            "flow/state",
+            "train s",
+            "gen s",
+        ]
+        rows = [
+            [
+                "**default**",
+                *(_cell(data["results"]["model"], k) for k in _ABLATION_COLUMNS),
+                _cell(data["results"]["model"], "flow_state_agreement"),
+                fmt(data["train_seconds"], 0),
+                fmt(data["generate_seconds"], 0),
+            ]
+        ]
+        for label, metrics in data["ablations"].items():
+            rows.append(
+                [
+                    label,
+                    *(_cell(metrics, k) for k in _ABLATION_COLUMNS),
+                    _cell(metrics, "flow_state_agreement"),
+                    fmt(metrics.get("train_seconds"), 0) if "train_seconds" in metrics else "(default)",
+                    fmt(metrics.get("generate_seconds"), 0),
+                ]
+            )
+        lines += [f"#### Ablations on {name}", "", table(header, rows), ""]
+    return lines
+
+
+if __name__ == "__main__":
+    sys.exit(main())
