@@ -1,0 +1,103 @@
+"""Every transform has an exact inverse on in-range data, keeps exact zeros and restores dtypes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from model_core.config import DataConfig, TransformConfig
+from model_core.schema import DataError, infer_schema
+from model_core.transforms import FittedTransforms
+
+COMBINATIONS = [
+    ("standard", "none"),
+    ("standard", "clip"),
+    ("standard", "sigmoid"),
+    ("quantile", "sigmoid"),
+]
+
+# Sensor-like values: no NaN, no infinities, no subnormals (which no instrument reports).
+finite = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False, allow_infinity=False, allow_subnormal=False)
+
+
+def _table(x: np.ndarray, zero_share: float = 0.0) -> pd.DataFrame:
+    n = len(x)
+    flow = np.where(np.arange(n) < int(zero_share * n), 0.0, np.abs(x) + 1.0)
+    return pd.DataFrame({"x": x, "flow": flow, "state": (flow > 0).astype(int), "tag": np.full(n, 7)})
+
+
+def _fit(frame: pd.DataFrame, normalization: str, bounds: str) -> FittedTransforms:
+    schema = infer_schema(frame, DataConfig(continuous_columns=["x", "flow"], discrete_columns=["state"]))
+    return FittedTransforms.fit(frame, schema, TransformConfig(normalization=normalization, bounds=bounds))
+
+
+@pytest.mark.parametrize(("normalization", "bounds"), COMBINATIONS)
+@settings(max_examples=30, deadline=None)
+@given(x=arrays(np.float64, st.integers(20, 300), elements=finite, unique=True), zero_share=st.floats(0.1, 0.8))
+def test_round_trip_is_exact(normalization, bounds, x, zero_share):
+    frame = _table(x, zero_share)
+    transforms = _fit(frame, normalization, bounds)
+    continuous, discrete = transforms.transform(frame)
+    back = transforms.inverse(continuous, discrete)
+    for name in ("x", "flow"):
+        original = frame[name].to_numpy()
+        scale = np.maximum(np.abs(original), np.abs(original).max() * 1e-9 + 1e-12)
+        assert np.all(np.abs(back[name].to_numpy() - original) <= 1e-6 * scale)
+    if bounds != "none":  # zero is the flow's minimum: every bounded inverse gives it back exactly
+        assert (back["flow"] == 0).mean() == (frame["flow"] == 0).mean()
+    assert back["state"].dtype == np.int64 and back["state"].equals(frame["state"])
+    assert back["tag"].dtype == np.int64 and (back["tag"] == 7).all()
+
+
+@pytest.mark.parametrize(("normalization", "bounds"), COMBINATIONS)
+def test_save_and_load_give_the_same_maps(tmp_path, normalization, bounds):
+    rng = np.random.default_rng(0)
+    frame = _table(rng.normal(size=500), 0.3)
+    transforms = _fit(frame, normalization, bounds)
+    transforms.save(tmp_path)
+    loaded = FittedTransforms.load(tmp_path, transforms.schema)
+    z = rng.normal(size=(100, 2)) * 3
+    tokens = rng.integers(0, 2, size=(100, 1))
+    pd.testing.assert_frame_equal(transforms.inverse(z, tokens), loaded.inverse(z, tokens))
+
+
+def test_sigmoid_stays_in_range_without_edge_pileup():
+    rng = np.random.default_rng(1)
+    frame = _table(rng.uniform(0, 10, size=2000))
+    wide = rng.normal(scale=1.5, size=(5000, 2))  # a model 50 % wider than the data
+    tokens = np.zeros((5000, 1), dtype=int)
+    clipped = _fit(frame, "standard", "clip").inverse(wide, tokens)["x"]
+    squashed = _fit(frame, "standard", "sigmoid").inverse(wide, tokens)["x"]
+    low, high = frame["x"].min(), frame["x"].max()
+    for values in (clipped, squashed):
+        assert values.between(low, high).all()
+    at_edges = lambda v: ((v == low) | (v == high)).mean()  # noqa: E731
+    assert at_edges(clipped) > 0.2
+    assert at_edges(squashed) < at_edges(clipped) / 4
+
+
+def test_quantile_inverse_is_bounded_by_construction():
+    rng = np.random.default_rng(2)
+    frame = _table(rng.exponential(size=1000), 0.4)
+    back = _fit(frame, "quantile", "none").inverse(rng.normal(scale=10, size=(1000, 2)), np.zeros((1000, 1), int))
+    assert back["x"].between(frame["x"].min(), frame["x"].max()).all()
+
+
+def test_unseen_category_is_an_error_naming_the_column():
+    frame = _table(np.linspace(0, 1, 50), 0.5)
+    transforms = _fit(frame, "standard", "none")
+    frame.loc[3, "state"] = 5
+    with pytest.raises(DataError, match="'state'"):
+        transforms.transform(frame)
+
+
+def test_rounded_output_uses_the_data_precision():
+    frame = _table(np.round(np.linspace(0, 1, 50), 2), 0.5)
+    transforms = _fit(frame, "standard", "none")
+    z, d = transforms.transform(frame)
+    out = transforms.inverse(z + 1e-7, d, rounded=True)
+    assert np.array_equal(out["x"].to_numpy(), frame["x"].to_numpy())
