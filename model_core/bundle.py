@@ -146,11 +146,11 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> ModelBu
     if not path.is_dir():
         raise BundleError(f"{path}: no such model directory")
     manifest = _read_manifest(path)
+    missing = [name for name in manifest["files"] if not (path / name).is_file()]
+    if missing:
+        raise BundleError(f"{path}: {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing")
     for name, digest in manifest["files"].items():
-        file = path / name
-        if not file.is_file():
-            raise BundleError(f"{path}: {name} is missing")
-        if _sha256(file) != digest:
+        if _sha256(path / name) != digest:
             raise BundleError(f"{path}: {name} is corrupted (checksum mismatch)")
     try:
         config = TSSynthConfig.load(path / "config.json")

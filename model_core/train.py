@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -283,7 +285,7 @@ def _fit_denoiser(
     schedule = NoiseSchedule.make(config.diffusion.timesteps, config.diffusion.noise_schedule)
     mask_ids = torch.tensor(n_categories, dtype=torch.long, device=device)
     optimiser = torch.optim.AdamW(denoiser.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=cfg.lr, total_steps=cfg.max_steps, pct_start=0.05)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, partial(warmup_cosine, total=cfg.max_steps))
     ema.load_state_dict(denoiser.state_dict())
     ema.requires_grad_(False)
     n_windows = len(train_set["residual"])
@@ -387,6 +389,15 @@ def validation_loss(
             noise = torch.randn(batch["residual"].shape, generator=generator).to(device)
             losses.append(float(diffusion_loss(model, batch, schedule, mask_ids, config, generator, t, noise)))
     return float(np.mean(losses))
+
+
+def warmup_cosine(step: int, total: int) -> float:
+    """Learning-rate factor: linear warm-up over the first 5 % of steps, then cosine decay to 10 %."""
+    warmup = max(1, total // 20)
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.1 + 0.45 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
 @torch.no_grad()

@@ -7,7 +7,13 @@ import math
 import pytest
 import torch
 
-from model_core.diffusion import NoiseSchedule, mask_tokens, min_snr_weight, quantile_alignment_loss, unmask_step
+from model_core.diffusion import (
+    NoiseSchedule,
+    mask_tokens,
+    min_snr_weight,
+    quantile_alignment_loss,
+    unmask_step,
+)
 from model_core.samplers import DDIMSampler, DDPMSampler, make_sampler
 
 

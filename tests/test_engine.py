@@ -1,0 +1,215 @@
+"""The engine end to end on the demo plant: train a tiny model once, then check what it generates."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from model_core.bundle import BundleError, load_bundle, save_bundle
+from model_core.config import TSSynthConfig
+from model_core.diagnostics import diagnose
+from model_core.generate import generate, iter_generate
+from model_core.simulator import simulate_plant
+from model_core.train import Progress, TrainingCancelled, train
+from model_core.trend import TemporalGRUGenerator
+
+TINY = {
+    "training": {"max_steps": 400, "batch_size": 64, "eval_every": 100, "lr": 2e-3},
+    "trend": {"epochs": 6, "hidden_size": 32},
+    "diffusion": {"hidden_size": 48, "num_layers": 2, "timesteps": 100},
+    "sampling": {"steps": 20},
+}
+
+
+@pytest.fixture(scope="module")
+def plant() -> pd.DataFrame:
+    return simulate_plant(rows=1500, seed=11)
+
+
+@pytest.fixture(scope="module")
+def trained(plant):
+    events: list[Progress] = []
+    started = time.monotonic()
+    bundle = train(plant, TSSynthConfig().with_overrides(TINY), progress=events.append)
+    return bundle, events, time.monotonic() - started
+
+
+@pytest.fixture(scope="module")
+def saved(trained, tmp_path_factory):
+    return save_bundle(trained[0], tmp_path_factory.mktemp("models") / "tiny")
+
+
+def _features(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.drop(columns=[c for c in ("step", "timestamp") if c in frame.columns])
+
+
+def _windows(frame: pd.DataFrame, n: int, length: int = 24) -> pd.DataFrame:
+    """Consecutive non-overlapping real windows in the long format (with sequence ids)."""
+    rows = frame.drop(columns=["timestamp"]).iloc[: n * length].reset_index(drop=True)
+    rows.insert(0, "sequence_id", np.repeat(np.arange(n), length))
+    return rows
+
+
+def test_training_reports_progress_in_stage_order_and_fills_the_manifest(trained):
+    bundle, events, seconds = trained
+    stages = [e.stage for e in events]
+    assert stages[0] == "prepare" and stages[-1] == "validate"
+    order = ["prepare", "trend", "diffusion", "validate"]
+    assert [s for i, s in enumerate(stages) if i == 0 or stages[i - 1] != s] == order
+    last_diffusion = [e for e in events if e.stage == "diffusion"][-1]
+    assert last_diffusion.step == bundle.manifest["training"]["steps"] and last_diffusion.eta_seconds == 0
+    assert bundle.manifest["rows"] == 1500 and len(bundle.manifest["data_sha256"]) == 64
+    assert bundle.manifest["validation"]["summary"]["ks_mean"] is not None
+    assert seconds < 120  # tiny on purpose; the budget is generous for slow CI machines
+
+
+def test_beats_independent_per_feature_samples_on_ks_and_lag1(trained, plant):
+    """Generous margins: this guards correctness (a broken sampler scores like noise), not quality."""
+    bundle = trained[0]
+    reference = _windows(simulate_plant(rows=3000, seed=99), 100)
+    synthetic = _features(generate(bundle, 100, seed=5))
+    # Baseline: every feature drawn i.i.d. from a normal with the training mean and std.
+    rng = np.random.default_rng(0)
+    values = plant.drop(columns=["timestamp"])
+    iid = pd.DataFrame({c: rng.normal(values[c].mean(), values[c].std(), len(synthetic)) for c in values})
+    iid.insert(0, "sequence_id", synthetic["sequence_id"].to_numpy())
+    continuous = {c: "continuous" for c in bundle.schema.names("continuous")}
+    model_report = diagnose(reference[["sequence_id", *continuous]], synthetic[["sequence_id", *continuous]], continuous)
+    iid_report = diagnose(reference[["sequence_id", *continuous]], iid[["sequence_id", *continuous]], continuous)
+    assert model_report.summary.ks_mean < iid_report.summary.ks_mean
+    assert model_report.summary.acf_abs_error_mean < iid_report.summary.acf_abs_error_mean / 2
+
+
+def test_discrete_values_are_valid_and_constants_exact(trained):
+    bundle = trained[0]
+    synthetic = generate(bundle, 64, seq_len=30, seed=1)
+    for name in bundle.schema.names("discrete"):
+        assert set(synthetic[name].unique()) <= {0, 1}
+        assert synthetic[name].dtype == np.int64
+    assert (synthetic["PLANT_ID"] == 7).all()
+    for name in bundle.schema.names("continuous"):
+        spec = bundle.schema.feature(name)
+        assert synthetic[name].between(spec.min, spec.max).all()
+
+
+def test_long_format_layout(trained):
+    bundle = trained[0]
+    synthetic = generate(bundle, 3, seq_len=5, seed=0)
+    assert list(synthetic.columns[:3]) == ["sequence_id", "step", "timestamp"]
+    assert list(synthetic.columns[3:]) == bundle.schema.names()
+    assert synthetic["sequence_id"].tolist() == [0] * 5 + [1] * 5 + [2] * 5
+    assert synthetic["timestamp"].iloc[:2].tolist() == ["2024-01-01 00:00:00", "2024-01-01 01:00:00"]
+
+
+def test_same_seed_same_output_other_seed_other_output(trained):
+    bundle = trained[0]
+    first = generate(bundle, 8, seed=42)
+    assert first.equals(generate(bundle, 8, seed=42))
+    assert not first.equals(generate(bundle, 8, seed=43))
+    assert generate(bundle, 8, seed=42, sampler="ddpm").equals(generate(bundle, 8, seed=42, sampler="ddpm"))
+
+
+def test_chunks_cover_all_sequences_with_global_ids(trained):
+    chunks = list(iter_generate(trained[0], 10, seed=3, chunk_sequences=4))
+    assert [c["sequence_id"].nunique() for c in chunks] == [4, 4, 2]
+    assert pd.concat(chunks)["sequence_id"].tolist() == list(np.repeat(np.arange(10), 24))
+
+
+def test_long_sequences_show_no_seams_in_lag1(trained):
+    """Chained windows: the lag-1 ACF at window seams matches the one inside windows."""
+    bundle = trained[0]
+    synthetic = generate(bundle, 60, seq_len=96, seed=7)
+    window = bundle.config.window.seq_len
+    for name in ("L_T1", "L_T2", "F_DEMAND"):
+        values = synthetic[name].to_numpy().reshape(60, 96)
+        steps = np.abs(np.diff(values, axis=1))
+        seams = [s - 1 for s in range(window, 96, window // 2)]
+        at_seams = steps[:, seams].mean()
+        elsewhere = np.delete(steps, seams, axis=1).mean()
+        assert at_seams < 1.5 * elsewhere, name
+
+
+def test_reload_gives_identical_samples(trained, saved):
+    loaded = load_bundle(saved)
+    assert generate(trained[0], 6, seed=9).equals(generate(loaded, 6, seed=9))
+    manifest = json.loads((saved / "manifest.json").read_text())
+    assert manifest["format_version"] == 1 and "denoiser_ema.safetensors" in manifest["files"]
+
+
+def test_save_refuses_to_overwrite_and_leaves_no_temporary_files(trained, saved):
+    with pytest.raises(BundleError, match="already exists"):
+        save_bundle(trained[0], saved)
+    assert not [p for p in saved.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_corrupted_missing_or_foreign_bundles_are_refused(saved, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(saved, broken)
+    with open(broken / "denoiser_ema.safetensors", "r+b") as handle:
+        handle.seek(200)
+        handle.write(b"\x00\x01\x02")
+    with pytest.raises(BundleError, match="denoiser_ema.safetensors is corrupted"):
+        load_bundle(broken)
+    (broken / "trend.safetensors").unlink()
+    with pytest.raises(BundleError, match="trend.safetensors is missing"):
+        load_bundle(broken)
+    (broken / "manifest.json").write_text("{")
+    with pytest.raises(BundleError, match="not valid JSON"):
+        load_bundle(broken)
+    (broken / "manifest.json").unlink()
+    with pytest.raises(BundleError, match="no manifest.json"):
+        load_bundle(broken)
+    future = tmp_path / "future"
+    shutil.copytree(saved, future)
+    manifest = json.loads((future / "manifest.json").read_text())
+    manifest["format_version"] = 99
+    (future / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="format 99 is not supported"):
+        load_bundle(future)
+
+
+def test_cancellation_stops_training(plant):
+    calls = {"n": 0}
+
+    def stop() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 5
+
+    with pytest.raises(TrainingCancelled):
+        train(plant, TSSynthConfig().with_overrides(TINY), should_stop=stop)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"trend": {"enabled": False}},
+        {"diffusion": {"backbone_type": "gru"}},
+        {"transform": {"normalization": "standard", "bounds": "sigmoid"}},
+    ],
+    ids=["one-stage", "gru-backbone", "standard-sigmoid"],
+)
+def test_variants_train_and_generate(plant, overrides):
+    quick = TSSynthConfig().with_overrides(TINY).with_overrides({"training": {"max_steps": 20}, "trend": {"epochs": 1}})
+    bundle = train(plant.iloc[:600], quick.with_overrides(overrides))
+    synthetic = generate(bundle, 4, seed=0)
+    assert len(synthetic) == 4 * 24 and synthetic["S_PUMP1"].isin([0, 1]).all()
+    assert (bundle.trend is None) == (overrides == {"trend": {"enabled": False}})
+
+
+def test_trend_rollouts_are_diverse_and_seeded(trained):
+    trend = trained[0].trend
+    assert isinstance(trend, TemporalGRUGenerator)
+    pools = trained[0].pools
+    context = torch.as_tensor(pools.contexts[:1], dtype=torch.float32).expand(50, -1, -1)
+    residuals = torch.as_tensor(pools.residuals)
+    first, _ = trend.rollout(context, 24, residuals, torch.Generator().manual_seed(0))
+    again, _ = trend.rollout(context, 24, residuals, torch.Generator().manual_seed(0))
+    assert torch.equal(first, again)
+    # Fifty rollouts from one context spread out instead of collapsing onto one path.
+    assert float(first[:, -1].std(0).mean()) > 0.1 * float(torch.as_tensor(pools.contexts).std())
