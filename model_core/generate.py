@@ -5,7 +5,8 @@ Pipeline per chunk of sequences (bounded memory: only ``chunk_sequences`` sequen
 1. stage 1 rolls out a trend of the requested length from contexts drawn from the training data;
 2. stage 2 samples the normalised residual and the discrete states jointly, window by window;
 3. ``continuous = trend + residual * std + mean`` (exactly how ``train`` split them), then the inverse
-   transforms give original units and formats.
+   transforms give original units and formats, and exact couplings seen in the data (a pump's state
+   and its zero flow, see couplings.py) are enforced.
 
 Sequences longer than the training window are produced by chaining windows: each next window overlaps
 the previous one by half a window, and the overlap is held to the already generated values during the
@@ -22,6 +23,7 @@ import pandas as pd
 import torch
 
 from model_core.bundle import ModelBundle
+from model_core.couplings import apply_couplings
 from model_core.diffusion import NoiseSchedule, unmask_step
 from model_core.samplers import make_sampler
 
@@ -70,6 +72,7 @@ def iter_generate(
         table = bundle.transforms.inverse(
             continuous.reshape(count * length, -1), discrete.reshape(count * length, -1), rounded=True
         )
+        table = apply_couplings(table, bundle.schema.couplings)
         yield _long_format(bundle, table, start, count, length)
 
 

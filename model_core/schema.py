@@ -24,6 +24,7 @@ from pandas.tseries.api import guess_datetime_format
 from pydantic import BaseModel
 
 from model_core.config import DataConfig
+from model_core.couplings import Coupling, find_couplings
 
 FeatureKind = Literal["continuous", "discrete", "constant"]
 
@@ -65,6 +66,8 @@ class TableSchema(BaseModel):
     start: str | None = None
     features: list[FeatureSpec]
     dropped: list[str] = []
+    #: Exact continuous/discrete couplings seen on every training row (see couplings.py).
+    couplings: list[Coupling] = []
 
     def names(self, kind: FeatureKind | None = None) -> list[str]:
         return [f.name for f in self.features if kind is None or f.kind == kind]
@@ -211,12 +214,18 @@ def infer_schema(frame: pd.DataFrame, config: DataConfig | None = None) -> Table
         diffs = stamps.diff().dropna().dt.total_seconds()
         step_seconds = float(diffs.median()) if len(diffs) else None
         start = str(stamps.iloc[0])
+    kinds = {f.name: f.kind for f in features}
     return TableSchema(
         timestamp_column=timestamp_column,
         step_seconds=step_seconds,
         start=start,
         features=features,
         dropped=list(config.drop_columns),
+        couplings=find_couplings(
+            feature_frame,
+            [n for n, k in kinds.items() if k == "continuous"],
+            [n for n, k in kinds.items() if k == "discrete"],
+        ),
     )
 
 

@@ -93,6 +93,8 @@ def test_discrete_values_are_valid_and_constants_exact(trained):
         assert set(synthetic[name].unique()) <= {0, 1}
         assert synthetic[name].dtype == np.int64
     assert (synthetic["PLANT_ID"] == 7).all()
+    for k in (1, 2, 3):  # the couplings seen in every training row hold in every generated row
+        assert ((synthetic[f"F_PUMP{k}"] == 0) == (synthetic[f"S_PUMP{k}"] == 0)).all()
     for name in bundle.schema.names("continuous"):
         spec = bundle.schema.feature(name)
         assert synthetic[name].between(spec.min, spec.max).all()
