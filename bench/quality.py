@@ -45,6 +45,7 @@ from bench.report import (
     Progress,
     command_line,
     describe_machine,
+    finish,
     fmt,
     machine,
     table,
@@ -156,9 +157,9 @@ def main(argv: list[str] | None = None) -> int:
             continue
         ablate = args.ablations and name in ABLATION_DATASETS
         results["datasets"][name] = run_dataset(dataset, settings, ablate, log)
-        results["elapsed_seconds"] = round(log.elapsed(), 1)
+        finish(results, log.elapsed())
         write_json(output, results)  # after every dataset, so a long run keeps what it has finished
-    results["elapsed_seconds"] = round(log.elapsed(), 1)
+    finish(results, log.elapsed())
     log(f"wrote {write_json(output, results)}")
     log(f"updated {update_docs_section('quality', render(results))}")
     return 0

@@ -50,14 +50,25 @@ def machine() -> dict[str, Any]:
         "device": "cpu",
         "python": platform.python_version(),
         "platform": platform.platform(),
+        # Other work on a shared machine slows every figure; the 1-minute load average says how busy it was.
+        "load_average_at_start": os.getloadavg()[0],
     }
 
 
 def describe_machine(info: dict[str, Any]) -> str:
+    load = ""
+    if "load_average_at_end" in info:
+        load = f"; 1-min load average {info['load_average_at_start']:.1f} at start, {info['load_average_at_end']:.1f} at end"
     return (
         f"{info['cpu']}, {info['cores']} cores ({info['torch_threads']} torch threads), "
-        f"torch {info['torch']}, device {info['device']}, Python {info['python']}"
+        f"torch {info['torch']}, device {info['device']}, Python {info['python']}{load}"
     )
+
+
+def finish(results: dict[str, Any], elapsed_seconds: float) -> None:
+    """Stamp the run's duration and the machine's load at its end onto the results."""
+    results["elapsed_seconds"] = round(elapsed_seconds, 1)
+    results["machine"]["load_average_at_end"] = os.getloadavg()[0]
 
 
 def command_line() -> str:
