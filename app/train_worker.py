@@ -84,7 +84,9 @@ def _limit_threads() -> None:
     """Leave one core to the server, so the API stays responsive while a model trains."""
     import torch
 
-    torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
+    from model_core.train import default_threads
+
+    torch.set_num_threads(default_threads())
 
 
 class _Reporter:

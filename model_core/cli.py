@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
+import torch
 from tqdm import tqdm
 
 from model_core.bundle import BundleError, load_bundle, save_bundle
@@ -22,7 +23,7 @@ from model_core.diagnostics import DiagnosticsReport, FeatureDiagnostic, diagnos
 from model_core.generate import iter_generate
 from model_core.schema import read_csv
 from model_core.simulator import simulate_plant
-from model_core.train import Progress, train
+from model_core.train import Progress, default_threads, train
 
 _USER_ERROR = 2
 _METRIC = {"continuous": "KS", "discrete": "TVD", "constant": "mismatch"}
@@ -138,10 +139,12 @@ def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data", type=Path, required=True, help="training CSV (one multivariate series)")
     parser.add_argument("--config", type=Path, help="config.json (defaults for every key it omits)")
     parser.add_argument("--out", type=Path, required=True, help="model directory to create, e.g. models/NAME")
+    _add_threads_argument(parser)
     parser.set_defaults(handler=_cmd_train)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    torch.set_num_threads(args.threads)
     config = TSSynthConfig.load(args.config) if args.config else TSSynthConfig()
     if args.out.exists():
         raise ValueError(f"{args.out} already exists; choose a new --out")
@@ -168,10 +171,18 @@ def _add_sample_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--sampler", choices=["ddpm", "ddim"], help="default: the model's config")
     parser.add_argument("--steps", type=int, help="DDIM steps (default: the model's config)")
     parser.add_argument("--out", type=Path, required=True, help="output CSV (long format)")
+    _add_threads_argument(parser)
     parser.set_defaults(handler=_cmd_sample)
 
 
+def _add_threads_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--threads", type=int, default=default_threads(), help="torch CPU threads (default: all cores but one)"
+    )
+
+
 def _cmd_sample(args: argparse.Namespace) -> int:
+    torch.set_num_threads(args.threads)
     bundle = load_bundle(args.model)
     rows = 0
     with open(args.out, "w", newline="") as handle:

@@ -63,7 +63,7 @@ class TrendConfig(_Section):
     enabled: bool = Field(True, description="Stage 1 on; off means the diffusion models the data directly.")
     hidden_size: int = Field(64, ge=4, le=2048)
     num_layers: int = Field(1, ge=1, le=8)
-    epochs: int = Field(4, ge=1, le=1000, description="Passes over the training windows.")
+    epochs: int = Field(15, ge=1, le=1000, description="Passes over the training windows.")
     lr: float = Field(3e-3, gt=0, le=1.0)
     context_len: int = Field(24, ge=1, le=4096, description="Real steps that warm up a rollout's hidden state.")
 
@@ -72,8 +72,8 @@ class DiffusionConfig(_Section):
     timesteps: int = Field(200, ge=2, le=10_000, description="Diffusion steps T of training and of DDPM sampling.")
     noise_schedule: Literal["linear", "cosine"] = "cosine"
     backbone_type: Literal["gru", "transformer"] = "transformer"
-    hidden_size: int = Field(96, ge=8, le=2048, description="Width of the denoiser.")
-    num_layers: int = Field(3, ge=1, le=24)
+    hidden_size: int = Field(64, ge=8, le=2048, description="Width of the denoiser.")
+    num_layers: int = Field(2, ge=1, le=24)
     num_heads: int = Field(4, ge=1, le=64, description="Attention heads (transformer backbone only).")
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
 
@@ -95,7 +95,7 @@ class LossConfig(_Section):
 
 class TrainingConfig(_Section):
     batch_size: int = Field(128, ge=1, le=65_536)
-    max_steps: int = Field(3000, ge=1, description="Optimiser steps of the denoiser (upper bound).")
+    max_steps: int = Field(4000, ge=1, description="Optimiser steps of the denoiser (upper bound).")
     lr: float = Field(1e-3, gt=0, le=1.0)
     weight_decay: float = Field(1e-4, ge=0.0)
     grad_clip: float = Field(1.0, gt=0.0)
@@ -109,7 +109,7 @@ class TrainingConfig(_Section):
 
 class SamplingConfig(_Section):
     sampler: Literal["ddpm", "ddim"] = "ddim"
-    steps: int = Field(50, ge=1, le=10_000, description="DDIM steps (DDPM always uses all timesteps).")
+    steps: int = Field(25, ge=1, le=10_000, description="DDIM steps (DDPM always uses all timesteps).")
     eta: float = Field(0.0, ge=0.0, le=1.0, description="DDIM stochasticity (0 = deterministic given the noise).")
     chunk_size: int = Field(512, ge=1, description="Windows generated at once; bounds memory.")
 
