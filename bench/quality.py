@@ -16,6 +16,7 @@ of ``docs/benchmarks.md`` with pictures under ``docs/img/quality/``.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -314,6 +315,7 @@ def _figures(
     log(f"{name}: figures")
     names = series.names
     folder = IMG_DIR / "quality" / name
+    shutil.rmtree(folder, ignore_errors=True)  # the worst features change between runs: no stale pictures
     varying = [f for f in names if bundle.schema.feature(f).kind != "constant"]
     # ACF beyond the training window: sequences twice as long, so lags 0..24 exist on both sides.
     long_length = 2 * settings.seq_len
