@@ -49,6 +49,7 @@ from bench.report import (
     finish,
     fmt,
     machine,
+    read_json,
     table,
     update_docs_section,
     write_json,
@@ -145,10 +146,14 @@ def main(argv: list[str] | None = None) -> int:
         "datasets": {},
         "skipped": {},
     }
+    output = "quality_quick.json" if settings.quick else "quality.json"
+    # Datasets not chosen this time keep their last results (each says which run made it), so the
+    # datasets can be run on different occasions and the page still shows them all.
+    previous = read_json(output) or {}
+    results["datasets"] = {k: v for k, v in previous.get("datasets", {}).items() if k not in chosen}
     log(
         f"quality benchmark{' (QUICK)' if settings.quick else ''} on {chosen}: {describe_machine(results['machine'])}"
     )
-    output = "quality_quick.json" if settings.quick else "quality.json"
     for name in chosen:
         try:
             dataset = load_dataset(name)
@@ -159,6 +164,11 @@ def main(argv: list[str] | None = None) -> int:
         ablate = args.ablations and name in ABLATION_DATASETS
         results["datasets"][name] = run_dataset(dataset, settings, ablate, log)
         finish(results, log.elapsed())
+        results["datasets"][name]["run"] = {
+            "command": results["command"],
+            "finished_at": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            "machine": dict(results["machine"]),
+        }
         write_json(output, results)  # after every dataset, so a long run keeps what it has finished
     finish(results, log.elapsed())
     log(f"wrote {write_json(output, results)}")
@@ -434,9 +444,11 @@ def render(results: dict[str, Any]) -> str:
             "",
         ]
     lines += [
-        f"Machine: {describe_machine(results['machine'])}. Run took {results.get('elapsed_seconds', 0) / 60:.1f} min.",
+        f"Latest run: {describe_machine(results['machine'])}; took {results.get('elapsed_seconds', 0) / 60:.1f} min. "
+        "Each dataset below names the run that measured it.",
         "",
-        f"Regenerate: `{results['command']}`",
+        "Regenerate: `.venv/bin/python bench/quality.py --ablations` (everything), or one dataset at a time with "
+        "`--datasets demo|batadal|etth1` (the other datasets keep their last results); `--quick` for a development check.",
         "",
         f"Windows of {results['settings']['seq_len']} steps (stride 1); at most {results['settings']['max_windows']:,} "
         "synthetic windows per dataset, all in original units. Discriminative score: |accuracy - 0.5| of a post-hoc "
@@ -448,8 +460,8 @@ def render(results: dict[str, Any]) -> str:
     ]
     for name, skipped in results["skipped"].items():
         lines += [f"*{name}: skipped ({skipped}).*", ""]
-    for name, data in results["datasets"].items():
-        lines += _render_dataset(name, data)
+    for name in sorted(results["datasets"], key=NAMES.index):
+        lines += _render_dataset(name, results["datasets"][name])
     return "\n".join(lines)
 
 
@@ -472,6 +484,15 @@ def _render_dataset(name: str, data: dict[str, Any]) -> list[str]:
             else ""
         ),
         "",
+        *(
+            [
+                f"Measured by `{data['run']['command']}` (finished {data['run']['finished_at']}) on "
+                f"{describe_machine(data['run']['machine'])}.",
+                "",
+            ]
+            if "run" in data
+            else []
+        ),
         table(header, rows),
         "",
         f"Worst features (model): {', '.join(data['results']['model']['worst_features'])}.",

@@ -101,6 +101,11 @@ def write_json(name: str, payload: dict[str, Any]) -> Path:
     return path
 
 
+def read_json(name: str) -> dict[str, Any] | None:
+    path = RESULTS_DIR / name
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def update_docs_section(section: str, body: str) -> Path:
     """Replace the marked ``section`` of docs/benchmarks.md with ``body`` (appended when it is new)."""
     begin, end = f"<!-- BEGIN {section} -->", f"<!-- END {section} -->"
