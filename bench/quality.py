@@ -59,7 +59,7 @@ from model_core.bundle import ModelBundle
 from model_core.config import TSSynthConfig
 from model_core.generate import iter_generate
 from model_core.train import Progress as TrainProgress
-from model_core.train import train
+from model_core.train import default_threads, train
 
 #: Each ablation is a set of config overrides on top of the default config.
 ABLATIONS: list[tuple[str, dict[str, Any]]] = [
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(chosen) - set(NAMES))
     if unknown:
         parser.error(f"unknown datasets {unknown}; choose from {list(NAMES)}")
-    torch.set_num_threads(min(2, torch.get_num_threads()))
+    torch.set_num_threads(default_threads())  # the CLI's policy: all cores but one
 
     log = Progress()
     results: dict[str, Any] = {

@@ -62,7 +62,7 @@ from model_core.config import TSSynthConfig
 from model_core.generate import generate
 from model_core.simulator import simulate_plant, write_demo_csv
 from model_core.train import Progress as TrainProgress
-from model_core.train import train
+from model_core.train import default_threads, train
 
 SAMPLERS: list[tuple[str, str, int | None]] = [
     ("DDPM (all T steps)", "ddpm", None),
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-service", action="store_true", help="only the engine part")
     args = parser.parse_args(argv)
     settings = QUICK if args.quick else FULL
-    torch.set_num_threads(min(2, torch.get_num_threads()))
+    torch.set_num_threads(default_threads())  # the CLI's policy: all cores but one
     log = Progress()
     results: dict[str, Any] = {
         "benchmark": "speed",

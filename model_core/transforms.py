@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy.stats import norm
 from sklearn.preprocessing import QuantileTransformer
 
 from model_core.config import TransformConfig
@@ -95,7 +96,7 @@ class FittedTransforms:
         x = values[self.continuous].to_numpy(dtype=np.float64)
         if self.continuous:
             if self.normalization == "quantile":
-                z = self._quantile_transformer().transform(x)
+                z = self._spread_atoms(x, self._quantile_transformer().transform(x))
             else:
                 z = (self._pre_standard(x) - self.mean) / self.std
         else:
@@ -114,6 +115,35 @@ class FittedTransforms:
                 )
             indices[:, j] = index
         return z, indices
+
+    def _spread_atoms(self, x: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """Spread each repeated value over its whole quantile interval instead of one point.
+
+        A value that fills quantile levels [lo, hi] (a flow's 0 in 27 % of the rows) would map to a single
+        spike, whose blurred reconstruction spills across the edge of the interval and turns real flows
+        into zeros. Drawing its level uniformly in [lo, hi] (a randomised probability integral transform,
+        seeded so that training is reproducible) makes the model-space density smooth; the inverse maps
+        the whole interval back to the exact value, so round trips stay exact. Rows must be in time
+        order (as ``prepare_table`` leaves them).
+        """
+        assert self.quantiles is not None and self.references is not None
+        rng = np.random.default_rng(0)
+        z = z.copy()
+        bound = float(norm.ppf(1 - 1e-7))
+        for j in range(x.shape[1]):
+            levels = self.quantiles[:, j]
+            values, first, counts = np.unique(levels, return_index=True, return_counts=True)
+            for value, start, count in zip(values, first, counts, strict=True):
+                rows = x[:, j] == value
+                if count < 2 or not rows.any():
+                    continue
+                low, high = self.references[start], self.references[start + count - 1]
+                # One level per run of consecutive repeats: a pump that stays off stays put in model
+                # space too, so the trend model still sees its persistence.
+                run_id = np.cumsum(np.diff(rows.astype(np.int8), prepend=0) == 1)[rows]
+                u = rng.uniform(low, high, size=int(run_id.max()))
+                z[rows, j] = np.clip(norm.ppf(u[run_id - 1]), -bound, bound)
+        return z
 
     def _pre_standard(self, x: np.ndarray) -> np.ndarray:
         if self.bounds != "sigmoid":
@@ -162,12 +192,16 @@ class FittedTransforms:
         if self.bounds == "none":
             return y
         if self.bounds == "clip":
-            return np.clip(y, self.low, self.high)
+            return self._snap_to_edges(np.clip(y, self.low, self.high))
         p = 1.0 / (1.0 + np.exp(-np.clip(y, -700, 700)))
         u = np.clip((p - SIGMOID_EPS) / (1 - 2 * SIGMOID_EPS), 0.0, 1.0)
-        # Snap float round-off at the edges so an edge value (a flow's exact 0) comes back exactly.
-        u = np.where(u < 1e-9, 0.0, np.where(u > 1 - 1e-9, 1.0, u))
-        return self.low + u * (self.high - self.low)
+        return self._snap_to_edges(self.low + u * (self.high - self.low))
+
+    def _snap_to_edges(self, x: np.ndarray) -> np.ndarray:
+        """Undo float round-off at the range's edges, so an edge value (a flow's exact 0) comes back exactly."""
+        tolerance = 1e-9 * np.maximum(self.high - self.low, 1e-300)
+        x = np.where(np.abs(x - self.low) <= tolerance, self.low, x)
+        return np.where(np.abs(x - self.high) <= tolerance, self.high, x)
 
     def _quantile_transformer(self) -> QuantileTransformer:
         if self._quantile is None:
