@@ -2,8 +2,10 @@
 
 The overrides trade fidelity for time: about two minutes on two CPU cores (the training process
 gets one of them, see ``train_worker``; measured on a shared two-core machine: 1500 steps took
-70-95 s depending on its load, so 2000 steps land near two minutes), against far longer for the
-full defaults (3000 steps of a three-layer, 96-wide transformer).
+70-95 s depending on its load, so 2000 steps land near two minutes), against about five minutes
+for the full defaults (4000 steps, 15 trend epochs). It samples with 10 DDIM steps: on BATADAL,
+10 steps measured the same mean KS as 25 (0.0473 vs 0.0471) and a lower lag-1 ACF error (0.068 vs
+0.070) in 1.7 s instead of 3.8 s per 1000 windows, and the service's latency is what this model shows.
 It is a demonstration model; a real model is trained through ``POST /v1/admin/train`` or the CLI.
 """
 
@@ -21,7 +23,7 @@ DEMO_OVERRIDES: dict[str, Any] = {
     "training": {"max_steps": 2000, "batch_size": 64, "eval_every": 250},
     "trend": {"epochs": 3},
     "diffusion": {"hidden_size": 64, "num_layers": 2, "timesteps": 100},
-    "sampling": {"steps": 25},
+    "sampling": {"steps": 10},
 }
 
 
