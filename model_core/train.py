@@ -187,9 +187,9 @@ def _fit_trend(
     stop: Callable[[], bool],
 ) -> list[float]:
     """Teacher forcing: every step of a (context + window) span predicts the next step."""
-    span = config.trend.context_len + config.window.seq_len
-    starts = window_starts(segments, min(span, min(b - a for a, b in segments)), config.window.stride)
-    length = min(span, min(b - a for a, b in segments))
+    # Context + window, shortened to the shortest segment so that every segment contributes.
+    length = min(config.trend.context_len + config.window.seq_len, min(b - a for a, b in segments))
+    starts = window_starts(segments, length, config.window.stride)
     model.to(device).train()
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.trend.lr, weight_decay=config.training.weight_decay)
     batch_size = config.training.batch_size
