@@ -27,9 +27,6 @@ from model_core.couplings import apply_couplings
 from model_core.diffusion import NoiseSchedule, unmask_step
 from model_core.samplers import make_sampler
 
-#: Non-feature columns of the long format, in order (a timestamp follows them when the data had one).
-ID_COLUMNS = ["sequence_id", "step"]
-
 
 def generate(
     bundle: ModelBundle,

@@ -68,6 +68,14 @@ def model_dir_with(tmp_path: Path, *names: str) -> Path:
     return models
 
 
+def settings_with_tiny_model_and_dataset(tmp_path: Path) -> Settings:
+    """Settings of a service holding the tiny model and one server-side dataset, ``plant.csv``."""
+    model_dir_with(tmp_path, "tiny")
+    (tmp_path / "datasets").mkdir()
+    (tmp_path / "datasets" / "plant.csv").write_bytes(plant_csv())
+    return make_settings(tmp_path)
+
+
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "model_dir": tmp_path / "models",

@@ -18,8 +18,8 @@ from api_support import (
     TINY_OVERRIDES,
     assert_error,
     make_settings,
-    model_dir_with,
     plant_csv,
+    settings_with_tiny_model_and_dataset,
 )
 from fastapi.testclient import TestClient
 
@@ -35,10 +35,7 @@ ADMIN_ROUTES = [
 
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[TestClient]:
-    model_dir_with(tmp_path, "tiny")
-    (tmp_path / "datasets").mkdir()
-    (tmp_path / "datasets" / "plant.csv").write_bytes(plant_csv())
-    with TestClient(create_app(make_settings(tmp_path))) as client:
+    with TestClient(create_app(settings_with_tiny_model_and_dataset(tmp_path))) as client:
         yield client
 
 

@@ -9,7 +9,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from api_support import assert_error, make_settings, model_dir_with, plant_csv
+from api_support import (
+    assert_error,
+    plant_csv,
+    settings_with_tiny_model_and_dataset,
+)
 from fastapi.testclient import TestClient
 
 from app.main import create_app
@@ -19,10 +23,7 @@ URL = "/v1/models/tiny/diagnostics/ks"
 
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[TestClient]:
-    model_dir_with(tmp_path, "tiny")
-    (tmp_path / "datasets").mkdir()
-    (tmp_path / "datasets" / "plant.csv").write_bytes(plant_csv())
-    with TestClient(create_app(make_settings(tmp_path))) as client:
+    with TestClient(create_app(settings_with_tiny_model_and_dataset(tmp_path))) as client:
         yield client
 
 
