@@ -25,7 +25,7 @@ test: setup
 
 lint: setup
 	$(BIN)/ruff check .
-	$(BIN)/mypy model_core app
+	$(BIN)/mypy --explicit-package-bases model_core app bench
 
 bench-quick: setup
 	$(BIN)/python bench/quality.py --quick

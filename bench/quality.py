@@ -94,6 +94,9 @@ class RunSettings:
     seq_len: int = 24
     max_windows: int = 10_000
     scores: ScoreSettings = field(default_factory=ScoreSettings)
+    #: Ablation variants are scored with fewer runs of the same protocol (2 instead of 5): 8 retrained
+    #: variants per dataset at 5 runs would take about 4 hours on 2 cores.
+    ablation_scores: ScoreSettings = field(default_factory=lambda: ScoreSettings(runs=2))
     #: Extra overrides on every trained config (quick mode: far fewer steps); empty = the true default.
     train_overrides: dict[str, Any] = field(default_factory=dict)
     #: Sequences of twice the window length for the ACF picture (lags 0..24 need 25+ steps).
@@ -106,6 +109,7 @@ QUICK = RunSettings(
     quick=True,
     max_windows=1000,
     scores=ScoreSettings(disc_iterations=300, pred_iterations=300, runs=2),
+    ablation_scores=ScoreSettings(disc_iterations=300, pred_iterations=300, runs=1),
     train_overrides={"training": {"max_steps": 200, "eval_every": 100}, "trend": {"epochs": 1}},
     acf_sequences=64,
 )
@@ -119,6 +123,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--datasets", help=f"comma-separated subset of {','.join(NAMES)}")
     parser.add_argument(
         "--ablations", action="store_true", help=f"also run the ablations on {ABLATION_DATASETS}"
+    )
+    parser.add_argument(
+        "--reuse-references",
+        action="store_true",
+        help="take the floors and baselines (which do not depend on the model) from the last results of "
+        "the same dataset and settings instead of recomputing them (~30 min per dataset)",
     )
     args = parser.parse_args(argv)
     settings = QUICK if args.quick else FULL
@@ -141,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             "seq_len": settings.seq_len,
             "max_windows": settings.max_windows,
             "scores": vars(settings.scores),
+            "ablation_scores": vars(settings.ablation_scores),
             "train_overrides": settings.train_overrides,
         },
         "datasets": {},
@@ -162,21 +173,57 @@ def main(argv: list[str] | None = None) -> int:
             results["skipped"][name] = str(exc)
             continue
         ablate = args.ablations and name in ABLATION_DATASETS
-        results["datasets"][name] = run_dataset(dataset, settings, ablate, log)
+        references = (
+            _previous_references(previous, name, results["settings"]) if args.reuse_references else None
+        )
+        results["datasets"][name] = run_dataset(dataset, settings, ablate, references, log)
         finish(results, log.elapsed())
         results["datasets"][name]["run"] = {
             "command": results["command"],
             "finished_at": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
             "machine": dict(results["machine"]),
         }
-        write_json(output, results)  # after every dataset, so a long run keeps what it has finished
+        _write_merged(output, results, chosen)  # after every dataset: a long run keeps what it has finished
     finish(results, log.elapsed())
-    log(f"wrote {write_json(output, results)}")
+    log(f"wrote {_write_merged(output, results, chosen)}")
     log(f"updated {update_docs_section('quality', render(results))}")
     return 0
 
 
-def run_dataset(dataset: BenchDataset, settings: RunSettings, ablate: bool, log: Progress) -> dict[str, Any]:
+def _write_merged(output: str, results: dict[str, Any], chosen: list[str]) -> Path:
+    """Write ``results``, keeping the datasets this run did not choose as the file has them *now*.
+
+    Two runs on different datasets may overlap in time; re-reading the file just before writing keeps
+    each one's datasets instead of the last writer restoring what was there when it started.
+    """
+    latest = read_json(output) or {}
+    others = {k: v for k, v in latest.get("datasets", {}).items() if k not in chosen}
+    mine = {k: v for k, v in results["datasets"].items() if k in chosen}
+    results["datasets"] = {**others, **mine}
+    return write_json(output, results)
+
+
+def _previous_references(
+    previous: dict[str, Any], name: str, run_settings: dict[str, Any]
+) -> dict[str, Any] | None:
+    """The reference rows of the last run of ``name``, if it used the same windows and score protocol."""
+    if previous.get("settings", {}).get("scores") != run_settings["scores"]:
+        return None
+    for key in ("seq_len", "max_windows"):
+        if previous.get("settings", {}).get(key) != run_settings[key]:
+            return None
+    results = previous.get("datasets", {}).get(name, {}).get("results", {})
+    references = {key: results[key] for key in REFERENCES if key in results}
+    return references if len(references) == len(REFERENCES) else None
+
+
+def run_dataset(
+    dataset: BenchDataset,
+    settings: RunSettings,
+    ablate: bool,
+    references: dict[str, Any] | None,
+    log: Progress,
+) -> dict[str, Any]:
     name = dataset.name
     config = _config(dataset, settings, {})
     bundle, train_seconds = _train(dataset, config, f"{name}: default", log)
@@ -205,15 +252,21 @@ def run_dataset(dataset: BenchDataset, settings: RunSettings, ablate: bool, log:
         "real_flow_state_agreement": flow_state_agreement(real, names, pairs),
         "results": {"model": model},
     }
-    rng = np.random.default_rng(settings.seed)
-    out["results"]["real_random_half"] = compare("real random half", *random_halves(real, rng))
-    out["results"]["real_time_half"] = compare(
-        "real time half", *time_halves(starts, real, len(series.values))
-    )
-    out["results"]["iid"] = compare("iid", real, iid_sample(series.values, n, settings.seq_len, rng))
-    out["results"]["var1"] = compare("var1", real, _var1_windows(series, real, n, kinds, names, rng))
+    if references is not None:
+        log(f"{name}: floors and baselines reused from the previous run with the same settings")
+        out["results"].update(references)
+        out["references_reused"] = True
+    else:
+        rng = np.random.default_rng(settings.seed)
+        out["results"]["real_random_half"] = compare("real random half", *random_halves(real, rng))
+        out["results"]["real_time_half"] = compare(
+            "real time half", *time_halves(starts, real, len(series.values))
+        )
+        out["results"]["iid"] = compare("iid", real, iid_sample(series.values, n, settings.seq_len, rng))
+        out["results"]["var1"] = compare("var1", real, _var1_windows(series, real, n, kinds, names, rng))
     out["figures"] = _figures(name, bundle, series, real, synthetic, report, settings, log)
     if ablate:
+        out["ablation_runs"] = settings.ablation_scores.runs
         out["ablations"] = _ablations(dataset, bundle, out, real, names, kinds, pairs, settings, log)
     return out
 
@@ -377,7 +430,7 @@ def _ablations(
         tag = f"{dataset.name}: ablation '{label}'"
         bundle, train_seconds = _train(dataset, _config(dataset, settings, overrides), tag, log)
         synthetic, generate_seconds = _generate(bundle, n, settings.seq_len, None, None, tag, log)
-        metrics, _ = evaluate(real, synthetic, names, kinds, pairs, settings.scores, tag, log)
+        metrics, _ = evaluate(real, synthetic, names, kinds, pairs, settings.ablation_scores, tag, log)
         out[label] = {
             "overrides": overrides,
             "train_seconds": train_seconds,
@@ -397,7 +450,7 @@ def _ablations(
             continue
         tag = f"{dataset.name}: sampler {label}"
         synthetic, generate_seconds = _generate(default_bundle, n, settings.seq_len, sampler, steps, tag, log)
-        metrics, _ = evaluate(real, synthetic, names, kinds, pairs, settings.scores, tag, log)
+        metrics, _ = evaluate(real, synthetic, names, kinds, pairs, settings.ablation_scores, tag, log)
         out[label] = {"sampler": sampler, "steps": steps, "generate_seconds": generate_seconds, **metrics}
     return out
 
@@ -448,7 +501,8 @@ def render(results: dict[str, Any]) -> str:
         "Each dataset below names the run that measured it.",
         "",
         "Regenerate: `.venv/bin/python bench/quality.py --ablations` (everything), or one dataset at a time with "
-        "`--datasets demo|batadal|etth1` (the other datasets keep their last results); `--quick` for a development check.",
+        "`--datasets demo|batadal|etth1` (the other datasets keep their last results); `--reuse-references` keeps "
+        "the floors and baselines of the last run (they do not depend on the model); `--quick` for a development check.",
         "",
         f"Windows of {results['settings']['seq_len']} steps (stride 1); at most {results['settings']['max_windows']:,} "
         "synthetic windows per dataset, all in original units. Discriminative score: |accuracy - 0.5| of a post-hoc "
@@ -542,7 +596,15 @@ def _render_dataset(name: str, data: dict[str, Any]) -> list[str]:
                     fmt(metrics.get("generate_seconds"), 0),
                 ]
             )
-        lines += [f"#### Ablations on {name}", "", table(header, rows), ""]
+        lines += [
+            f"#### Ablations on {name}",
+            "",
+            "Each row retrains (or, for samplers, resamples) the default with one change. Variants' disc/pred: "
+            f"mean ± std of {data.get('ablation_runs', 2)} runs (the default row: its full protocol above).",
+            "",
+            table(header, rows),
+            "",
+        ]
     return lines
 
 
