@@ -128,8 +128,10 @@ def unmask_step(
         reveal = masked & (
             torch.rand(masked.shape, generator=generator, device=tokens.device) < reveal_probability
         )
-        probs = torch.softmax(feature_logits.float(), dim=-1)
-        draws = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator).view(masked.shape)
+        # Gumbel-max: argmax(logits + Gumbel noise) is a draw from softmax(logits), without building the
+        # probabilities and without torch.multinomial (which took a fifth of a small request's time).
+        uniform = torch.rand(feature_logits.shape, generator=generator, device=tokens.device).clamp_min(1e-20)
+        draws = (feature_logits.float() - torch.log(-torch.log(uniform))).argmax(dim=-1)
         out[..., j] = torch.where(reveal, draws, out[..., j])
     return out
 

@@ -126,6 +126,16 @@ def test_unmask_step_reveals_only_valid_categories_and_finishes_at_zero():
     assert torch.equal(final[revealed], half[revealed])  # revealed tokens never change
 
 
+def test_unmask_step_draws_categories_with_the_predicted_probabilities():
+    mask_ids = torch.tensor([3])
+    tokens = mask_ids.expand(4000, 8, 1).clone()
+    probabilities = torch.tensor([1 / 6, 2 / 6, 3 / 6])
+    logits = [probabilities.log().expand(4000, 8, 3)]
+    drawn = unmask_step(tokens, logits, 10, 0, mask_ids, torch.Generator().manual_seed(2))
+    shares = torch.bincount(drawn.flatten(), minlength=3).float() / drawn.numel()
+    assert torch.allclose(shares, probabilities, atol=0.01)
+
+
 def test_quantile_loss_is_zero_for_equal_distributions_and_grows_with_shift():
     x = torch.randn(64, 24, 3)
     assert float(quantile_alignment_loss(x[torch.randperm(64)], x)) == pytest.approx(0.0, abs=1e-6)
