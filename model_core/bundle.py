@@ -5,7 +5,7 @@ Layout::
     config.json           the pipeline configuration
     schema.json           features, kinds, categories, timestamp
     transforms.json/.npz  fitted transforms
-    pools.npz             trend contexts, bootstrap residuals, residual scaling (see below)
+    pools.npz             trend contexts, bootstrap residuals with their trends, residual scaling
     trend.safetensors     stage 1 weights (absent when the trend is disabled)
     denoiser.safetensors  stage 2 weights; denoiser_ema.safetensors the EMA copy used for sampling
     manifest.json         format version, provenance, training summary, validation diagnostics, and the
@@ -38,7 +38,7 @@ from model_core.schema import TableSchema
 from model_core.transforms import FittedTransforms
 from model_core.trend import TemporalGRUGenerator
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: pools.npz holds the trend of each pooled residual
 MANIFEST = "manifest.json"
 
 
@@ -52,6 +52,7 @@ class Pools:
 
     contexts: np.ndarray  # [N, C, Dc] real steps that warm up trend rollouts
     residuals: np.ndarray  # [M, Dc] training residuals, bootstrapped as rollout noise
+    residual_trends: np.ndarray  # [M, Dc] the trend at each of those residuals' rows
     residual_mean: np.ndarray  # [Dc] the diffusion models (residual - mean) / std
     residual_std: np.ndarray  # [Dc]
     clip: float  # bound on predicted normalised residuals during sampling
@@ -60,6 +61,7 @@ class Pools:
         return {
             "contexts": self.contexts,
             "residuals": self.residuals,
+            "residual_trends": self.residual_trends,
             "residual_mean": self.residual_mean,
             "residual_std": self.residual_std,
             "clip": np.array(self.clip),
@@ -160,6 +162,7 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> ModelBu
             pools = Pools(
                 contexts=arrays["contexts"],
                 residuals=arrays["residuals"],
+                residual_trends=arrays["residual_trends"],
                 residual_mean=arrays["residual_mean"],
                 residual_std=arrays["residual_std"],
                 clip=float(arrays["clip"]),

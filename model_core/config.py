@@ -66,6 +66,13 @@ class TrendConfig(_Section):
     epochs: int = Field(15, ge=1, le=1000, description="Passes over the training windows.")
     lr: float = Field(3e-3, gt=0, le=1.0)
     context_len: int = Field(24, ge=1, le=4096, description="Real steps that warm up a rollout's hidden state.")
+    innovation_neighbours: int = Field(
+        2,
+        ge=0,
+        le=4096,
+        description="Rollout noise is drawn among the training residuals of the k rows whose trend is nearest "
+        "the current one (state-dependent noise); 0 = among all residuals.",
+    )
 
 
 class DiffusionConfig(_Section):

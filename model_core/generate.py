@@ -26,6 +26,7 @@ from model_core.bundle import ModelBundle
 from model_core.couplings import apply_couplings
 from model_core.diffusion import NoiseSchedule, unmask_step
 from model_core.samplers import make_sampler
+from model_core.trend import InnovationPool
 
 
 def generate(
@@ -92,8 +93,12 @@ def sample_model_space(
         if bundle.trend is not None:
             picks = torch.randint(0, len(pools.contexts), (n,), generator=generator)
             context = torch.as_tensor(pools.contexts[picks.numpy()], dtype=torch.float32, device=device)
-            residuals = torch.as_tensor(pools.residuals, dtype=torch.float32)
-            trend, _ = bundle.trend.rollout(context, total, residuals, generator)
+            innovations = InnovationPool(
+                torch.as_tensor(pools.residual_trends, dtype=torch.float32, device=device),
+                torch.as_tensor(pools.residuals, dtype=torch.float32, device=device),
+                config.trend.innovation_neighbours,
+            )
+            trend, _ = bundle.trend.rollout(context, total, innovations, generator)
         else:
             trend = torch.zeros(n, total, n_continuous, device=device)
         residual, tokens = _sample_residuals(bundle, trend, generator, sampler, steps)

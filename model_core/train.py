@@ -48,7 +48,7 @@ from model_core.windows import window_starts
 
 #: Rollout contexts and bootstrap residuals kept in the bundle (a sample, not the whole data).
 MAX_CONTEXTS = 2048
-MAX_POOL_RESIDUALS = 8192
+MAX_POOL_RESIDUALS = 4096
 #: Windows generated for the validation diagnostics in the manifest.
 VALIDATION_SEQUENCES = 256
 
@@ -118,9 +118,11 @@ def train(
     train_trend, train_starts = _window_trends(trend_model, x, train_segments, config, device)
     residual = _residual_rows(x, train_trend, train_starts, config.window.seq_len)
     mean, std = residual.mean(0), residual.std(0).clamp_min(1e-6)
+    pooled = torch.randperm(len(residual), generator=generator)[:MAX_POOL_RESIDUALS]
     pools = Pools(
         contexts=_sample_contexts(x, train_segments, context_len, generator),
-        residuals=residual[torch.randperm(len(residual), generator=generator)[:MAX_POOL_RESIDUALS]].numpy(),
+        residuals=residual[pooled].numpy(),
+        residual_trends=train_trend.reshape(-1, x.shape[1])[pooled].numpy(),
         residual_mean=mean.numpy(),
         residual_std=std.numpy(),
         clip=max(4.0, 1.1 * float(((residual - mean) / std).abs().max())),

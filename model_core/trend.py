@@ -9,6 +9,10 @@ New trends come from a stochastic rollout: starting from a context of ``C`` step
 rollout noise keeps the residuals' cross-feature correlation and heavy tails), and feeds
 ``trend_t + residual`` back in. Rollouts are therefore as diverse as the data's own innovations and
 cannot collapse onto the deterministic fixed point of the GRU.
+
+The draw is *local*: only among the residuals of the ``k`` training rows whose trend is nearest the
+current one. Innovations depend on the state: a pump that is running at a steady flow gets the
+innovations seen at such flows, not the jump of a pump switching on somewhere else in the plant.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ class TemporalGRUGenerator(nn.Module):
 
     @torch.no_grad()
     def rollout(
-        self, context: torch.Tensor, length: int, residual_pool: torch.Tensor, generator: torch.Generator
+        self, context: torch.Tensor, length: int, innovations: InnovationPool, generator: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Generate ``length`` steps after ``context`` [B, C, D].
 
@@ -47,11 +51,35 @@ class TemporalGRUGenerator(nn.Module):
         predictions, hidden = self(context)
         prediction = predictions[:, -1:]
         trends, path = [], []
-        draws = torch.randint(0, len(residual_pool), (context.shape[0], length), generator=generator)
-        noise = residual_pool[draws].to(context.device, context.dtype)
-        for step in range(length):
-            value = prediction + noise[:, step : step + 1]
+        for _ in range(length):
+            value = prediction + innovations.draw(prediction[:, 0], generator)[:, None]
             trends.append(prediction)
             path.append(value)
             prediction, hidden = self(value, hidden)
         return torch.cat(trends, dim=1), torch.cat(path, dim=1)
+
+
+class InnovationPool:
+    """Training residuals with the trend they occurred at; draws among the ``neighbours`` nearest trends.
+
+    ``neighbours`` 0 draws from the whole pool (a plain bootstrap).
+    """
+
+    def __init__(self, trends: torch.Tensor, residuals: torch.Tensor, neighbours: int):
+        self.trends = trends
+        self.residuals = residuals
+        self.neighbours = min(neighbours, len(residuals))
+        self._squared_norms = (trends * trends).sum(dim=1)
+
+    def draw(self, trend: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """One residual [B, D] for each current trend [B, D]."""
+        batch = len(trend)
+        if self.neighbours == 0:
+            rows = torch.randint(0, len(self.residuals), (batch,), generator=generator)
+        else:
+            # Squared distances up to a per-row constant: |t|^2 is the same for all candidates of a row.
+            distances = self._squared_norms - 2.0 * trend @ self.trends.T
+            nearest = distances.topk(self.neighbours, dim=1, largest=False).indices
+            pick = torch.randint(0, self.neighbours, (batch, 1), generator=generator).to(nearest.device)
+            rows = nearest.gather(1, pick)[:, 0]
+        return self.residuals[rows.to(self.residuals.device)]

@@ -11,13 +11,13 @@ import pandas as pd
 import pytest
 import torch
 
-from model_core.bundle import BundleError, load_bundle, save_bundle
+from model_core.bundle import FORMAT_VERSION, BundleError, load_bundle, save_bundle
 from model_core.config import TSSynthConfig
 from model_core.diagnostics import diagnose
 from model_core.generate import generate, iter_generate
 from model_core.simulator import simulate_plant
 from model_core.train import Progress, TrainingCancelled, train
-from model_core.trend import TemporalGRUGenerator
+from model_core.trend import InnovationPool, TemporalGRUGenerator
 
 TINY = {
     "training": {"max_steps": 400, "batch_size": 64, "eval_every": 100, "lr": 2e-3},
@@ -141,7 +141,7 @@ def test_reload_gives_identical_samples(trained, saved):
     loaded = load_bundle(saved)
     assert generate(trained[0], 6, seed=9).equals(generate(loaded, 6, seed=9))
     manifest = json.loads((saved / "manifest.json").read_text())
-    assert manifest["format_version"] == 1 and "denoiser_ema.safetensors" in manifest["files"]
+    assert manifest["format_version"] == FORMAT_VERSION and "denoiser_ema.safetensors" in manifest["files"]
 
 
 def test_save_refuses_to_overwrite_and_leaves_no_temporary_files(trained, saved):
@@ -209,9 +209,24 @@ def test_trend_rollouts_are_diverse_and_seeded(trained):
     assert isinstance(trend, TemporalGRUGenerator)
     pools = trained[0].pools
     context = torch.as_tensor(pools.contexts[:1], dtype=torch.float32).expand(50, -1, -1)
-    residuals = torch.as_tensor(pools.residuals)
-    first, _ = trend.rollout(context, 24, residuals, torch.Generator().manual_seed(0))
-    again, _ = trend.rollout(context, 24, residuals, torch.Generator().manual_seed(0))
+    innovations = InnovationPool(
+        torch.as_tensor(pools.residual_trends), torch.as_tensor(pools.residuals), trained[0].config.trend.innovation_neighbours
+    )
+    first, _ = trend.rollout(context, 24, innovations, torch.Generator().manual_seed(0))
+    again, _ = trend.rollout(context, 24, innovations, torch.Generator().manual_seed(0))
     assert torch.equal(first, again)
     # Fifty rollouts from one context spread out instead of collapsing onto one path.
     assert float(first[:, -1].std(0).mean()) > 0.1 * float(torch.as_tensor(pools.contexts).std())
+
+
+def test_innovations_come_from_the_nearest_trends():
+    # Two regimes: residuals seen at trend -5 are small, at trend +5 large.
+    trends = torch.cat([torch.full((100, 1), -5.0), torch.full((100, 1), 5.0)]) + 0.01 * torch.randn(200, 1)
+    residuals = torch.cat([torch.full((100, 1), 0.1), torch.full((100, 1), 3.0)])
+    generator = torch.Generator().manual_seed(0)
+    local = InnovationPool(trends, residuals, neighbours=8)
+    assert bool((local.draw(torch.full((500, 1), -4.0), generator) == 0.1).all())
+    assert bool((local.draw(torch.full((500, 1), 4.0), generator) == 3.0).all())
+    # neighbours=0 is the plain bootstrap: both regimes appear whatever the trend.
+    anywhere = InnovationPool(trends, residuals, neighbours=0).draw(torch.full((500, 1), -4.0), generator)
+    assert 0.3 < float((anywhere == 3.0).float().mean()) < 0.7
