@@ -177,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
             _previous_references(previous, name, results["settings"]) if args.reuse_references else None
         )
         results["datasets"][name] = run_dataset(dataset, settings, ablate, references, log)
+        if not ablate:
+            _carry_ablations(previous.get("datasets", {}).get(name, {}), results["datasets"][name])
         finish(results, log.elapsed())
         results["datasets"][name]["run"] = {
             "command": results["command"],
@@ -201,6 +203,24 @@ def _write_merged(output: str, results: dict[str, Any], chosen: list[str]) -> Pa
     mine = {k: v for k, v in results["datasets"].items() if k in chosen}
     results["datasets"] = {**others, **mine}
     return write_json(output, results)
+
+
+def _carry_ablations(previous: dict[str, Any], current: dict[str, Any]) -> None:
+    """Keep the last measured ablations when this run did not redo them, with the default they compared to."""
+    if "ablations" not in previous:
+        return
+    ablations = dict(previous["ablations"])
+    ablations.setdefault(
+        "default",
+        {
+            **previous["results"]["model"],
+            "train_seconds": previous["train_seconds"],
+            "generate_seconds": previous["generate_seconds"],
+        },
+    )
+    current["ablations"] = ablations
+    current["ablation_runs"] = previous.get("ablation_runs", 2)
+    current["ablations_run"] = previous.get("ablations_run", previous.get("run"))
 
 
 def _previous_references(
@@ -577,16 +597,26 @@ def _render_dataset(name: str, data: dict[str, Any]) -> list[str]:
             "train s",
             "gen s",
         ]
+        default = data["ablations"].get(
+            "default",
+            {
+                **data["results"]["model"],
+                "train_seconds": data["train_seconds"],
+                "generate_seconds": data["generate_seconds"],
+            },
+        )
         rows = [
             [
                 "**default**",
-                *(_cell(data["results"]["model"], k) for k in _ABLATION_COLUMNS),
-                _cell(data["results"]["model"], "flow_state_agreement"),
-                fmt(data["train_seconds"], 0),
-                fmt(data["generate_seconds"], 0),
+                *(_cell(default, k) for k in _ABLATION_COLUMNS),
+                _cell(default, "flow_state_agreement"),
+                fmt(default["train_seconds"], 0),
+                fmt(default["generate_seconds"], 0),
             ]
         ]
         for label, metrics in data["ablations"].items():
+            if label == "default":
+                continue
             rows.append(
                 [
                     label,
@@ -600,8 +630,18 @@ def _render_dataset(name: str, data: dict[str, Any]) -> list[str]:
             f"#### Ablations on {name}",
             "",
             "Each row retrains (or, for samplers, resamples) the default with one change. Variants' disc/pred: "
-            f"mean ± std of {data.get('ablation_runs', 2)} runs (the default row: its full protocol above).",
+            f"mean ± std of {data.get('ablation_runs', 2)} runs (the default row: the full protocol).",
             "",
+            *(
+                [
+                    f"Measured by an earlier run, `{data['ablations_run']['command']}` (finished "
+                    f"{data['ablations_run']['finished_at']}); its default model is the first row, the model "
+                    "in the table above is newer.",
+                    "",
+                ]
+                if data.get("ablations_run")
+                else []
+            ),
             table(header, rows),
             "",
         ]
