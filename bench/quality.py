@@ -487,6 +487,82 @@ _METRIC_ROWS: list[tuple[str, str]] = [
     ("predictive score (MAE) ↓", "predictive"),
     ("pump flow/state agreement ↑", "flow_state_agreement"),
 ]
+#: The issue's targets (full run, default config, 2 CPU cores): (label, metric, bound, "<=" or ">=").
+TARGETS: dict[str, list[tuple[str, str, float, str]]] = {
+    "batadal": [
+        ("discriminative score", "discriminative", 0.05, "<="),
+        ("KS mean", "ks_mean", 0.03, "<="),
+        ("lag-1 ACF error", "acf_lag1_error", 0.03, "<="),
+        ("correlation error", "correlation_error", 0.03, "<="),
+        ("TVD mean", "tvd_mean", 0.01, "<="),
+        ("invalid discrete values", "invalid_share", 0.0, "<="),
+        ("pump flow/state agreement", "flow_state_agreement", 0.999, ">="),
+    ],
+    "etth1": [
+        ("discriminative score", "discriminative", 0.05, "<="),
+        ("predictive score", "predictive", 0.121, "<="),
+    ],
+}
+#: Metrics where lower is better, for "better than the baselines on every metric".
+_LOWER_IS_BETTER = [
+    "ks_mean",
+    "tvd_mean",
+    "acf_lag1_error",
+    "correlation_error",
+    "discriminative",
+    "predictive",
+]
+
+
+def _value(metrics: dict[str, Any], key: str) -> float | None:
+    value = metrics.get(key)
+    if isinstance(value, dict):
+        value = value.get("mean")
+    return None if value is None else float(value)
+
+
+def _targets(name: str, data: dict[str, Any]) -> list[str]:
+    """Target, measured value and verdict per target of the issue; and the model vs each baseline."""
+    model = data["results"]["model"]
+    rows = []
+    for label, key, bound, sense in TARGETS.get(name, []):
+        value = _value(model, key)
+        met = value is not None and (value <= bound if sense == "<=" else value >= bound)
+        rows.append([label, f"{sense} {bound:g}", _cell(model, key), "met" if met else "**missed**"])
+    if name == "batadal":
+        exact, total = model.get("constant_exact"), model.get("constant_columns")
+        rows.append(
+            [
+                "constant columns exact",
+                f"{total}/{total}",
+                f"{exact}/{total}",
+                "met" if exact == total else "**missed**",
+            ]
+        )
+    for baseline in ("iid", "var1"):
+        if baseline not in data["results"]:
+            continue
+        other = data["results"][baseline]
+        compared = [
+            (key, _value(model, key), _value(other, key))
+            for key in _LOWER_IS_BETTER
+            if _value(model, key) is not None and _value(other, key) is not None
+        ]
+        worse = [key for key, mine, theirs in compared if mine > theirs]  # type: ignore[operator]
+        rows.append(
+            [
+                f"better than {REFERENCES[baseline]}",
+                "every metric",
+                f"{len(compared) - len(worse)}/{len(compared)}"
+                + (f" (not: {', '.join(worse)})" if worse else ""),
+                "met" if not worse else "**missed**",
+            ]
+        )
+    if not rows:
+        return []
+    return ["Targets of the benchmark issue:", "", table(["target", "bound", "model", "verdict"], rows), ""]
+
+
 _ABLATION_COLUMNS = [
     "ks_mean",
     "tvd_mean",
@@ -569,6 +645,7 @@ def _render_dataset(name: str, data: dict[str, Any]) -> list[str]:
         ),
         table(header, rows),
         "",
+        *_targets(name, data),
         f"Worst features (model): {', '.join(data['results']['model']['worst_features'])}.",
         "",
         "Sequences, real (left) and synthetic (right):",
