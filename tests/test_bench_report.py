@@ -1,0 +1,55 @@
+"""The benchmark page's bookkeeping: target verdicts and carried-over ablations."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# bench/ is a folder of scripts, not an installed package (see test_bench_metrics.py).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench import quality  # noqa: E402
+
+
+def _metrics(ks: float, disc: float) -> dict:
+    return {
+        "ks_mean": ks,
+        "tvd_mean": None,
+        "acf_lag1_error": 0.01,
+        "correlation_error": 0.02,
+        "discriminative": {"mean": disc, "std": 0.01},
+        "predictive": {"mean": 0.12, "std": 0.0},
+    }
+
+
+def test_targets_give_a_verdict_per_bound_and_name_the_metrics_a_baseline_wins():
+    data = {"results": {"model": _metrics(0.03, 0.04), "iid": _metrics(0.002, 0.5), "var1": _metrics(0.2, 0.3)}}
+    data["results"]["model"]["predictive"] = {"mean": 0.125, "std": 0.0}
+    text = "\n".join(quality._targets("etth1", data))
+    assert "| discriminative score | <= 0.05 | 0.040 ± 0.010 | met |" in text
+    assert "| predictive score | <= 0.121 | 0.125 ± 0.000 | **missed** |" in text
+    # The model's predictive 0.125 loses to both baselines' 0.12; KS loses to i.i.d.'s 0.002 only.
+    assert "| better than i.i.d. marginals (baseline) | every metric | 3/5 (not: ks_mean, predictive) |" in text
+    assert "| better than VAR(1) (baseline) | every metric | 4/5 (not: predictive) | **missed** |" in text
+    data["results"]["model"]["predictive"] = {"mean": 0.1, "std": 0.0}
+    assert "| better than VAR(1) (baseline) | every metric | 5/5 | met |" in "\n".join(quality._targets("etth1", data))
+    assert quality._targets("demo", {"results": {"model": _metrics(0.03, 0.04)}}) == []
+
+
+def test_a_default_only_run_keeps_the_last_ablations_with_the_default_they_compared_to():
+    previous = {
+        "results": {"model": _metrics(0.05, 0.4)},
+        "train_seconds": 300.0,
+        "generate_seconds": 30.0,
+        "ablations": {"trend off": {**_metrics(0.07, 0.5), "train_seconds": 290.0}},
+        "ablation_runs": 2,
+        "run": {"command": "bench/quality.py --ablations", "finished_at": "then"},
+    }
+    current: dict = {"results": {"model": _metrics(0.03, 0.3)}}
+    quality._carry_ablations(previous, current)
+    assert current["ablations"]["trend off"]["ks_mean"] == 0.07
+    assert current["ablations"]["default"]["ks_mean"] == 0.05  # the old default, not the new model
+    assert current["ablations_run"]["finished_at"] == "then"
+    untouched: dict = {"results": {}}
+    quality._carry_ablations({"results": {}}, untouched)
+    assert "ablations" not in untouched
