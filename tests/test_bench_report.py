@@ -53,3 +53,11 @@ def test_a_default_only_run_keeps_the_last_ablations_with_the_default_they_compa
     untouched: dict = {"results": {}}
     quality._carry_ablations({"results": {}}, untouched)
     assert "ablations" not in untouched
+
+
+def test_the_ablation_default_row_uses_the_variants_protocol():
+    default = {"discriminative": {"mean": 0.036, "std": 0.013, "runs": [0.015, 0.035, 0.032, 0.043, 0.054]}}
+    cut = quality._first_runs(default, 2)
+    assert cut["discriminative"]["runs"] == [0.015, 0.035]
+    assert abs(cut["discriminative"]["mean"] - 0.025) < 1e-12 and abs(cut["discriminative"]["std"] - 0.01) < 1e-12
+    assert default["discriminative"]["mean"] == 0.036  # the input is not changed
