@@ -53,6 +53,7 @@ from bench.report import (
     finish,
     fmt,
     machine,
+    read_json,
     table,
     update_docs_section,
     write_json,
@@ -128,6 +129,16 @@ def main(argv: list[str] | None = None) -> int:
             results["engine_skipped"] = str(exc)
     if not args.skip_service:
         results["service"] = service_speed(settings, log)
+    # A part skipped this time keeps its last measurement, with the run that made it.
+    previous = read_json("speed_quick.json" if settings.quick else "speed.json") or {}
+    for part in ("engine", "service"):
+        if part not in results and part in previous:
+            results[part] = previous[part]
+            results[f"{part}_run"] = previous.get(f"{part}_run") or {
+                "command": previous["command"],
+                "started_at": previous["started_at"],
+                "machine": previous["machine"],
+            }
     finish(results, log.elapsed())
     log(f"wrote {write_json('speed_quick.json' if settings.quick else 'speed.json', results)}")
     log(f"updated {update_docs_section('speed', render(results))}")
@@ -277,6 +288,14 @@ def render(results: dict[str, Any]) -> str:
         f"Regenerate: `{results['command']}`",
         "",
     ]
+    for part in ("engine", "service"):
+        if f"{part}_run" in results:
+            earlier = results[f"{part}_run"]
+            lines += [
+                f"The {part} part below comes from an earlier run, `{earlier['command']}` (started "
+                f"{earlier['started_at']}) on {describe_machine(earlier['machine'])}.",
+                "",
+            ]
     engine = results.get("engine")
     if engine:
         overrides = (
