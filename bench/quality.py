@@ -487,6 +487,15 @@ _METRIC_ROWS: list[tuple[str, str]] = [
     ("predictive score (MAE) ↓", "predictive"),
     ("pump flow/state agreement ↑", "flow_state_agreement"),
 ]
+#: The metrics of the ablation tables and of "better than the baselines on every metric"; lower is better.
+_COMPARED_METRICS = [
+    "ks_mean",
+    "tvd_mean",
+    "acf_lag1_error",
+    "correlation_error",
+    "discriminative",
+    "predictive",
+]
 #: The issue's targets (full run, default config, 2 CPU cores): (label, metric, bound, "<=" or ">=").
 TARGETS: dict[str, list[tuple[str, str, float, str]]] = {
     "batadal": [
@@ -503,15 +512,6 @@ TARGETS: dict[str, list[tuple[str, str, float, str]]] = {
         ("predictive score", "predictive", 0.121, "<="),
     ],
 }
-#: Metrics where lower is better, for "better than the baselines on every metric".
-_LOWER_IS_BETTER = [
-    "ks_mean",
-    "tvd_mean",
-    "acf_lag1_error",
-    "correlation_error",
-    "discriminative",
-    "predictive",
-]
 
 
 def _value(metrics: dict[str, Any], key: str) -> float | None:
@@ -543,12 +543,13 @@ def _targets(name: str, data: dict[str, Any]) -> list[str]:
         if baseline not in data["results"]:
             continue
         other = data["results"][baseline]
-        compared = [
-            (key, _value(model, key), _value(other, key))
-            for key in _LOWER_IS_BETTER
-            if _value(model, key) is not None and _value(other, key) is not None
-        ]
-        worse = [key for key, mine, theirs in compared if mine > theirs]  # type: ignore[operator]
+        pairs = {key: (_value(model, key), _value(other, key)) for key in _COMPARED_METRICS}
+        compared = {
+            key: (mine, theirs)
+            for key, (mine, theirs) in pairs.items()
+            if mine is not None and theirs is not None
+        }
+        worse = [key for key, (mine, theirs) in compared.items() if mine > theirs]
         rows.append(
             [
                 f"better than {REFERENCES[baseline]}",
@@ -561,16 +562,6 @@ def _targets(name: str, data: dict[str, Any]) -> list[str]:
     if not rows:
         return []
     return ["Targets of the benchmark issue:", "", table(["target", "bound", "model", "verdict"], rows), ""]
-
-
-_ABLATION_COLUMNS = [
-    "ks_mean",
-    "tvd_mean",
-    "acf_lag1_error",
-    "correlation_error",
-    "discriminative",
-    "predictive",
-]
 
 
 def _first_runs(metrics: dict[str, Any], n: int) -> dict[str, Any]:
@@ -702,7 +693,7 @@ def _render_dataset(name: str, data: dict[str, Any]) -> list[str]:
         rows = [
             [
                 "**default**",
-                *(_cell(default, k) for k in _ABLATION_COLUMNS),
+                *(_cell(default, k) for k in _COMPARED_METRICS),
                 _cell(default, "flow_state_agreement"),
                 fmt(default["train_seconds"], 0),
                 fmt(default["generate_seconds"], 0),
@@ -714,7 +705,7 @@ def _render_dataset(name: str, data: dict[str, Any]) -> list[str]:
             rows.append(
                 [
                     label,
-                    *(_cell(metrics, k) for k in _ABLATION_COLUMNS),
+                    *(_cell(metrics, k) for k in _COMPARED_METRICS),
                     _cell(metrics, "flow_state_agreement"),
                     fmt(metrics.get("train_seconds"), 0) if "train_seconds" in metrics else "(default)",
                     fmt(metrics.get("generate_seconds"), 0),
