@@ -64,7 +64,7 @@ from model_core.train import default_threads, train
 #: Each ablation is a set of config overrides on top of the default config.
 ABLATIONS: list[tuple[str, dict[str, Any]]] = [
     ("trend off", {"trend": {"enabled": False}}),
-    ("backbone gru", {"diffusion": {"backbone_type": "gru"}}),
+    ("backbone transformer", {"diffusion": {"backbone_type": "transformer"}}),
     ("normalisation standard (bounds sigmoid)", {"transform": {"normalization": "standard"}}),
     ("standard, bounds none", {"transform": {"normalization": "standard", "bounds": "none"}}),
     ("standard, bounds clip", {"transform": {"normalization": "standard", "bounds": "clip"}}),

@@ -191,10 +191,10 @@ def test_cancellation_stops_training(plant):
     "overrides",
     [
         {"trend": {"enabled": False}},
-        {"diffusion": {"backbone_type": "gru"}},
+        {"diffusion": {"backbone_type": "transformer"}},
         {"transform": {"normalization": "standard", "bounds": "sigmoid"}},
     ],
-    ids=["one-stage", "gru-backbone", "standard-sigmoid"],
+    ids=["one-stage", "transformer-backbone", "standard-sigmoid"],
 )
 def test_variants_train_and_generate(plant, overrides):
     quick = TSSynthConfig().with_overrides(TINY).with_overrides({"training": {"max_steps": 20}, "trend": {"epochs": 1}})
