@@ -4,14 +4,16 @@ Plants are full of them: a pump's flow is exactly 0 when, and only when, its sta
 model learns the two features jointly but only approximately, so a few generated rows would show a
 running pump with no flow — precisely the kind of impossible row an anomaly detector trained on
 synthetic data then learns to accept. When the training data shows such a coupling on *every* row, we
-record it, and generation derives the discrete state from the continuous value (which the quantile
-transform reproduces with its exact share of repeated values), so the coupling holds by construction.
+record it, and generation makes the continuous value agree with the discrete state (see
+``apply_couplings`` for why the state leads), so the coupling holds by construction.
 
 Nothing here knows about pumps: any (continuous, discrete) pair of any dataset qualifies when the data
 says so.
 """
 
 from __future__ import annotations
+
+from collections import Counter
 
 import numpy as np
 import pandas as pd
@@ -50,19 +52,68 @@ def find_couplings(values: pd.DataFrame, continuous: list[str], discrete: list[s
     return couplings
 
 
-def apply_couplings(table: pd.DataFrame, couplings: list[Coupling]) -> pd.DataFrame:
-    """Make every coupling hold: the discrete state follows whether the continuous value is the atom."""
+def apply_couplings(
+    table: pd.DataFrame, couplings: list[Coupling], sequence_length: int, rng: np.random.Generator
+) -> pd.DataFrame:
+    """Make every coupling hold on a generated table of consecutive sequences of ``sequence_length`` rows.
+
+    The discrete state leads: the denoiser draws states as categories, and their switching statistics
+    match the data (a pump's on/off changes per step), while a continuous value that hovers at the edge
+    of its atom flickers in and out of it (measured in docs/DECISIONS.md). So a state of the atom sets
+    the value to the atom, and a state off the atom whose value came out at the atom takes the nearest
+    off-atom value of the same sequence (the running pump keeps its flow), or, if the sequence has none,
+    one drawn from the table. A feature that takes part in several couplings cannot follow two
+    states: there, the continuous value leads and the states follow it.
+    """
+    continuous_uses = Counter(c.continuous for c in couplings)
+    discrete_uses = Counter(c.discrete for c in couplings)
+    followers = []
     for coupling in couplings:
-        at_atom = table[coupling.continuous].to_numpy() == coupling.atom
-        states = table[coupling.discrete].to_numpy()
-        atom_states = np.asarray(coupling.atom_states)
-        in_atom_states = np.isin(states, atom_states)
-        # At the atom: keep a valid atom state, else use the most common one (listed first).
-        fixed = np.where(at_atom & ~in_atom_states, atom_states[0], states)
-        # Off the atom: a state reserved for the atom becomes the most common other state.
-        fixed = np.where(~at_atom & in_atom_states, coupling.default_state, fixed)
-        table[coupling.discrete] = fixed.astype(states.dtype)
+        if continuous_uses[coupling.continuous] == 1 and discrete_uses[coupling.discrete] == 1:
+            _value_follows_state(table, coupling, sequence_length, rng)
+        else:
+            followers.append(coupling)
+    for coupling in followers:
+        _state_follows_value(table, coupling)
     return table
+
+
+def _value_follows_state(
+    table: pd.DataFrame, coupling: Coupling, sequence_length: int, rng: np.random.Generator
+) -> None:
+    values = table[coupling.continuous].to_numpy(dtype=float).reshape(-1, sequence_length).copy()
+    at_atom_state = np.isin(table[coupling.discrete].to_numpy(), coupling.atom_states).reshape(values.shape)
+    values[at_atom_state] = coupling.atom
+    usable = values != coupling.atom
+    missing = ~at_atom_state & ~usable
+    if missing.any():
+        steps = np.arange(sequence_length)
+        previous = np.maximum.accumulate(np.where(usable, steps, -1), axis=1)
+        following = np.minimum.accumulate(np.where(usable, steps, sequence_length)[:, ::-1], axis=1)[:, ::-1]
+        # Nearest usable step of the same sequence; on a tie the earlier one (the pump keeps its flow).
+        use_previous = (previous >= 0) & ((following == sequence_length) | (steps - previous <= following - steps))
+        source = np.where(use_previous, previous, following)
+        rows, cols = np.nonzero(missing & (source < sequence_length))
+        values[rows, cols] = values[rows, source[rows, cols]]
+        stranded = missing & (source >= sequence_length)
+        if stranded.any() and usable.any():
+            values[stranded] = rng.choice(values[usable], int(stranded.sum()))
+    table[coupling.continuous] = values.reshape(-1).astype(table[coupling.continuous].dtype)
+    # Only a table without a single off-atom value is left with states to correct.
+    _state_follows_value(table, coupling)
+
+
+def _state_follows_value(table: pd.DataFrame, coupling: Coupling) -> None:
+    """The discrete state follows whether the continuous value is the atom."""
+    at_atom = table[coupling.continuous].to_numpy() == coupling.atom
+    states = table[coupling.discrete].to_numpy()
+    atom_states = np.asarray(coupling.atom_states)
+    in_atom_states = np.isin(states, atom_states)
+    # At the atom: keep a valid atom state, else use the most common one (listed first).
+    fixed = np.where(at_atom & ~in_atom_states, atom_states[0], states)
+    # Off the atom: a state reserved for the atom becomes the most common other state.
+    fixed = np.where(~at_atom & in_atom_states, coupling.default_state, fixed)
+    table[coupling.discrete] = fixed.astype(states.dtype)
 
 
 def _by_frequency(states: np.ndarray) -> list[float]:
