@@ -29,7 +29,8 @@ def test_invalid_value_names_the_key():
 
 def test_cross_field_rules():
     with pytest.raises(ConfigError, match="num_heads"):
-        parse_config({"diffusion": {"hidden_size": 30, "num_heads": 4}})
+        parse_config({"diffusion": {"backbone_type": "transformer", "hidden_size": 30, "num_heads": 4}})
+    parse_config({"diffusion": {"hidden_size": 30, "num_heads": 4}})  # heads only constrain the transformer
     with pytest.raises(ConfigError, match="sampling.steps"):
         parse_config({"diffusion": {"timesteps": 10}, "sampling": {"steps": 20}})
     with pytest.raises(ConfigError, match="both discrete and continuous"):
