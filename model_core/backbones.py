@@ -80,7 +80,8 @@ class ResidualDenoiser(nn.Module):
         self.n_continuous = n_continuous
         self.n_categories = list(n_categories)
         self.hidden_size = hidden_size
-        self.continuous_in = nn.Linear(2 * n_continuous, hidden_size) if n_continuous else None
+        # Per step: the noisy residual, the trend, and how the trend moves to the next step.
+        self.continuous_in = nn.Linear(3 * n_continuous, hidden_size) if n_continuous else None
         # One embedding table for all discrete features; feature j's ids start at offsets[j].
         # Each feature has its categories plus one MASK id.
         sizes = [k + 1 for k in self.n_categories]
@@ -101,11 +102,18 @@ class ResidualDenoiser(nn.Module):
     def forward(
         self, x_t: torch.Tensor, trend: torch.Tensor, tokens: torch.Tensor, t: torch.Tensor
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Predict (velocity [B, L, Dc], per-discrete-feature logits [B, L, K_j]) at diffusion steps ``t`` [B]."""
+        """Predict (velocity [B, L, Dc], per-discrete-feature logits [B, L, K_j]) at diffusion steps ``t`` [B].
+
+        ``trend`` is [B, L + 1, Dc]: the window's trend and the step after it. The next step's trend is
+        computed from this step's value, so its move ``trend[t + 1] - trend[t]`` carries this step's
+        residual. Without it, a sampled residual is independent of the innovation that the rollout fed
+        forward, every value carries two innovations, and the series comes out rougher than the data.
+        """
         batch, length = tokens.shape[0], tokens.shape[1]
         h = self.time_mlp(sinusoidal_embedding(t, self.hidden_size))[:, None, :].expand(batch, length, -1)
         if self.continuous_in is not None:
-            h = h + self.continuous_in(torch.cat([x_t, trend], dim=-1))
+            now, after = trend[:, :-1], trend[:, 1:]
+            h = h + self.continuous_in(torch.cat([x_t, now, after - now], dim=-1))
         if self.discrete_in is not None:
             h = h + self.discrete_in(tokens + self.offsets).sum(dim=2)
         out = self.head(self.backbone(h))

@@ -38,7 +38,7 @@ from model_core.schema import TableSchema
 from model_core.transforms import FittedTransforms
 from model_core.trend import TemporalGRUGenerator
 
-FORMAT_VERSION = 2  # 2: pools.npz holds the trend of each pooled residual
+FORMAT_VERSION = 3  # 2: pools.npz holds the trend of each pooled residual; 3: denoiser sees the next trend
 MANIFEST = "manifest.json"
 
 

@@ -101,11 +101,11 @@ def sample_model_space(
             )
             trend, _ = bundle.trend.rollout(context, total, innovations, generator)
         else:
-            trend = torch.zeros(n, total, n_continuous, device=device)
+            trend = torch.zeros(n, total + 1, n_continuous, device=device)
         residual, tokens = _sample_residuals(bundle, trend, generator, sampler, steps)
     mean = torch.as_tensor(pools.residual_mean, dtype=torch.float32, device=device)
     std = torch.as_tensor(pools.residual_std, dtype=torch.float32, device=device)
-    continuous = trend + residual * std + mean
+    continuous = trend[:, :total] + residual * std + mean
     return continuous[:, :length].cpu().double().numpy(), tokens[:, :length].cpu().numpy()
 
 
@@ -114,7 +114,7 @@ def _sample_residuals(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     config = bundle.config
     window = config.window.seq_len
-    n, total, n_continuous = trend.shape
+    n, total, n_continuous = trend.shape[0], trend.shape[1] - 1, trend.shape[2]
     overlap = window // 2
     mask_ids = torch.tensor(bundle.transforms.n_categories, dtype=torch.long)
     residual = torch.zeros(n, total, n_continuous)
@@ -124,7 +124,7 @@ def _sample_residuals(
         start = min(start, total - window)
         r, tok = _sample_window(
             bundle,
-            trend[:, start : start + window],
+            trend[:, start : start + window + 1],
             residual[:, start : start + known],
             tokens[:, start : start + known],
             mask_ids,
@@ -151,7 +151,7 @@ def _sample_window(
     """Reverse diffusion of one window, with its first ``known`` steps held to given values."""
     config = bundle.config
     device = trend.device
-    n, window, n_continuous = trend.shape
+    n, window, n_continuous = trend.shape[0], trend.shape[1] - 1, trend.shape[2]
     schedule = NoiseSchedule.make(config.diffusion.timesteps, config.diffusion.noise_schedule)
     name = sampler_name or config.sampling.sampler
     sampler = make_sampler(name, schedule, config.sampling.eta, clip=bundle.pools.clip)

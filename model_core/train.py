@@ -2,8 +2,9 @@
 
 Splitting, and why generation recombines the same way (derivation in docs/DECISIONS.md): for a training
 window starting at ``s`` with context ``c = x[s-C:s]``, ``trend = TemporalGRUGenerator.window_trend(c, x)``
-and the diffusion learns ``r = (x - trend - mean) / std`` conditioned on ``trend``. ``generate`` draws a
-trend by rollout from a real context and inverts exactly this map: ``x = trend + r * std + mean``.
+and the diffusion learns ``r = (x - trend - mean) / std`` conditioned on ``trend`` and on the trend of the
+step after each step. ``generate`` draws a trend by rollout from a real context and inverts exactly this
+map: ``x = trend + r * std + mean``.
 
 Validation is time-based: the last ``val_fraction`` of the rows (by time) never trains a weight; it
 drives early stopping of the denoiser (EMA weights, fixed noise, so the curve is comparable across
@@ -122,7 +123,7 @@ def train(
     pools = Pools(
         contexts=_sample_contexts(x, train_segments, context_len, generator),
         residuals=residual[pooled].numpy(),
-        residual_trends=train_trend.reshape(-1, x.shape[1])[pooled].numpy(),
+        residual_trends=train_trend[:, : config.window.seq_len].reshape(-1, x.shape[1])[pooled].numpy(),
         residual_mean=mean.numpy(),
         residual_std=std.numpy(),
         clip=max(4.0, 1.1 * float(((residual - mean) / std).abs().max())),
@@ -227,7 +228,8 @@ def _window_trends(
     config: TSSynthConfig,
     device: torch.device,
 ) -> tuple[torch.Tensor, np.ndarray]:
-    """Trend [W, L, Dc] of every window (zeros without a trend model) and the windows' start rows.
+    """Trend [W, L + 1, Dc] of every window (see ``window_trend``; zeros without a trend model) and the
+    windows' start rows.
 
     A window whose segment has fewer than C earlier rows gets its context padded with the segment's first
     row (a steady state), so no training window is lost.
@@ -235,7 +237,7 @@ def _window_trends(
     seq_len, context_len = config.window.seq_len, config.trend.context_len
     starts = window_starts(segments, seq_len, config.window.stride)
     if model is None or not len(starts):
-        return torch.zeros(len(starts), seq_len, x.shape[1]), starts
+        return torch.zeros(len(starts), seq_len + 1, x.shape[1]), starts
     segment_start = np.zeros(len(starts), dtype=np.int64)
     for a, b in segments:
         segment_start[(starts >= a) & (starts < b)] = a
@@ -252,7 +254,7 @@ def _window_trends(
 
 def _residual_rows(x: torch.Tensor, trend: torch.Tensor, starts: np.ndarray, seq_len: int) -> torch.Tensor:
     rows = torch.as_tensor(starts)[:, None] + torch.arange(seq_len)
-    return (x[rows] - trend).reshape(-1, x.shape[1])
+    return (x[rows] - trend[:, :seq_len]).reshape(-1, x.shape[1])
 
 
 def _sample_contexts(
@@ -276,7 +278,7 @@ def _diffusion_windows(
 ) -> dict[str, torch.Tensor]:
     rows = torch.as_tensor(starts)[:, None] + torch.arange(config.window.seq_len)
     return {
-        "residual": (x[rows] - trend - mean) / std,
+        "residual": (x[rows] - trend[:, : config.window.seq_len] - mean) / std,
         "trend": trend,
         "tokens": torch.as_tensor(discrete)[rows],
     }

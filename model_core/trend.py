@@ -34,9 +34,12 @@ class TemporalGRUGenerator(nn.Module):
         return x + self.head(out), hidden
 
     def window_trend(self, context: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
-        """Trend of ``window`` [B, L, D] given the ``context`` [B, C, D] of real steps right before it."""
-        series = torch.cat([context, window[:, :-1]], dim=1)
-        predictions, _ = self(series)
+        """Trend [B, L + 1, D] of ``window`` [B, L, D] given the ``context`` [B, C, D] right before it.
+
+        The extra last step is the prediction of the step after the window. Step ``t + 1``'s trend is
+        computed from ``x_t``, so it tells the denoiser which residual step ``t`` had (see diffusion.py).
+        """
+        predictions, _ = self(torch.cat([context, window], dim=1))
         return predictions[:, context.shape[1] - 1 :]
 
     @torch.no_grad()
@@ -45,8 +48,9 @@ class TemporalGRUGenerator(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Generate ``length`` steps after ``context`` [B, C, D].
 
-        Returns ``(trend, path)``, both [B, length, D]: the trend the diffusion stage is conditioned on and
-        the sampled path it was rolled out along.
+        Returns ``(trend, path)``: the trend [B, length + 1, D] the diffusion stage is conditioned on (as
+        ``window_trend``, with the step after the last) and the sampled path [B, length, D] it was rolled
+        out along.
         """
         predictions, hidden = self(context)
         prediction = predictions[:, -1:]
@@ -56,6 +60,7 @@ class TemporalGRUGenerator(nn.Module):
             trends.append(prediction)
             path.append(value)
             prediction, hidden = self(value, hidden)
+        trends.append(prediction)
         return torch.cat(trends, dim=1), torch.cat(path, dim=1)
 
 

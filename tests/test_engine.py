@@ -219,6 +219,19 @@ def test_trend_rollouts_are_diverse_and_seeded(trained):
     assert float(first[:, -1].std(0).mean()) > 0.1 * float(torch.as_tensor(pools.contexts).std())
 
 
+def test_rollout_trend_is_the_window_trend_of_its_own_path(trained):
+    # Generation conditions the denoiser on exactly what training computed from real windows: each
+    # step's trend and the step after, predicted from the path the rollout took.
+    bundle = trained[0]
+    assert bundle.trend is not None
+    context = torch.as_tensor(bundle.pools.contexts[:4], dtype=torch.float32)
+    innovations = InnovationPool(torch.as_tensor(bundle.pools.residual_trends), torch.as_tensor(bundle.pools.residuals), 0)
+    trend, path = bundle.trend.rollout(context, 10, innovations, torch.Generator().manual_seed(0))
+    assert trend.shape == (4, 11, context.shape[-1]) and path.shape == (4, 10, context.shape[-1])
+    with torch.no_grad():
+        assert torch.allclose(bundle.trend.window_trend(context, path), trend, atol=1e-5)
+
+
 def test_innovations_come_from_the_nearest_trends():
     # Two regimes: residuals seen at trend -5 are small, at trend +5 large.
     trends = torch.cat([torch.full((100, 1), -5.0), torch.full((100, 1), 5.0)]) + 0.01 * torch.randn(200, 1)
