@@ -98,7 +98,7 @@ def _value_follows_state(
         stranded = missing & (source >= sequence_length)
         if stranded.any() and usable.any():
             values[stranded] = rng.choice(values[usable], int(stranded.sum()))
-    table[coupling.continuous] = values.reshape(-1).astype(table[coupling.continuous].dtype)
+    table[coupling.continuous] = values.reshape(-1).astype(table[coupling.continuous].to_numpy().dtype)
     # Only a table without a single off-atom value is left with states to correct.
     _state_follows_value(table, coupling)
 
