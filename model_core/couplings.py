@@ -67,14 +67,12 @@ def apply_couplings(
     """
     continuous_uses = Counter(c.continuous for c in couplings)
     discrete_uses = Counter(c.discrete for c in couplings)
-    followers = []
     for coupling in couplings:
+        # The two kinds touch disjoint columns, so their order does not matter.
         if continuous_uses[coupling.continuous] == 1 and discrete_uses[coupling.discrete] == 1:
             _value_follows_state(table, coupling, sequence_length, rng)
         else:
-            followers.append(coupling)
-    for coupling in followers:
-        _state_follows_value(table, coupling)
+            _state_follows_value(table, coupling)
     return table
 
 

@@ -37,7 +37,8 @@ class TemporalGRUGenerator(nn.Module):
         """Trend [B, L + 1, D] of ``window`` [B, L, D] given the ``context`` [B, C, D] right before it.
 
         The extra last step is the prediction of the step after the window. Step ``t + 1``'s trend is
-        computed from ``x_t``, so it tells the denoiser which residual step ``t`` had (see diffusion.py).
+        computed from ``x_t``, so it tells the denoiser which residual step ``t`` had (see
+        ``ResidualDenoiser.forward``).
         """
         predictions, _ = self(torch.cat([context, window], dim=1))
         return predictions[:, context.shape[1] - 1 :]
