@@ -117,7 +117,8 @@ def train(
 
     context_len = config.trend.context_len
     train_trend, train_starts = _window_trends(trend_model, x, train_segments, config, device)
-    residual = _residual_rows(x, train_trend, train_starts, config.window.seq_len)
+    train_residual = _window_residuals(x, train_trend, train_starts, config.window.seq_len)
+    residual = train_residual.reshape(-1, x.shape[1])
     mean, std = residual.mean(0), residual.std(0).clamp_min(1e-6)
     pooled = torch.randperm(len(residual), generator=generator)[:MAX_POOL_RESIDUALS]
     pools = Pools(
@@ -128,9 +129,12 @@ def train(
         residual_std=std.numpy(),
         clip=max(4.0, 1.1 * float(((residual - mean) / std).abs().max())),
     )
-    train_set = _diffusion_windows(x, discrete, train_trend, train_starts, mean, std, config)
+    train_set = _diffusion_windows(train_residual, discrete, train_trend, train_starts, mean, std)
     val_trend, val_starts = _window_trends(trend_model, x, val_segments, config, device)
-    val_set = _diffusion_windows(x, discrete, val_trend, val_starts, mean, std, config) if len(val_starts) else None
+    val_set = None
+    if len(val_starts):
+        val_residual = _window_residuals(x, val_trend, val_starts, config.window.seq_len)
+        val_set = _diffusion_windows(val_residual, discrete, val_trend, val_starts, mean, std)
 
     denoiser.to(device)
     ema.to(device)
@@ -252,9 +256,10 @@ def _window_trends(
     return torch.cat(trends), starts
 
 
-def _residual_rows(x: torch.Tensor, trend: torch.Tensor, starts: np.ndarray, seq_len: int) -> torch.Tensor:
+def _window_residuals(x: torch.Tensor, trend: torch.Tensor, starts: np.ndarray, seq_len: int) -> torch.Tensor:
+    """Residual ``x_t - trend_t`` [W, L, Dc] of every window, in model units (before standardising)."""
     rows = torch.as_tensor(starts)[:, None] + torch.arange(seq_len)
-    return (x[rows] - trend[:, :seq_len]).reshape(-1, x.shape[1])
+    return x[rows] - trend[:, :seq_len]
 
 
 def _sample_contexts(
@@ -268,17 +273,16 @@ def _sample_contexts(
 
 
 def _diffusion_windows(
-    x: torch.Tensor,
+    residual: torch.Tensor,
     discrete: np.ndarray,
     trend: torch.Tensor,
     starts: np.ndarray,
     mean: torch.Tensor,
     std: torch.Tensor,
-    config: TSSynthConfig,
 ) -> dict[str, torch.Tensor]:
-    rows = torch.as_tensor(starts)[:, None] + torch.arange(config.window.seq_len)
+    rows = torch.as_tensor(starts)[:, None] + torch.arange(residual.shape[1])
     return {
-        "residual": (x[rows] - trend[:, : config.window.seq_len] - mean) / std,
+        "residual": (residual - mean) / std,
         "trend": trend,
         "tokens": torch.as_tensor(discrete)[rows],
     }
