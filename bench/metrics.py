@@ -109,6 +109,61 @@ def correlation_error(real: np.ndarray, synthetic: np.ndarray) -> float | None:
     return float(np.mean(np.abs(corr_real - corr_syn)[upper]))
 
 
+def closest_real_distance(
+    real: np.ndarray,
+    starts: np.ndarray,
+    synthetic: np.ndarray,
+    columns: list[int],
+    rng: np.random.Generator,
+    max_queries: int = 2000,
+    natural_quantile: float = 0.05,
+) -> dict[str, float]:
+    """Does the generator copy real windows? Distance to the closest real window, against a real yardstick.
+
+    Windows are compared as flat vectors of the given ``columns``, each scaled by its real standard
+    deviation. The yardstick is how close real data comes to *itself from another period*: for real
+    windows, the distance to the closest real window that does not overlap it in time (``starts`` differ
+    by a window length or more). A generator that draws fresh sequences from the plant's process sits
+    about as far from the real windows as that (``ratio`` near 1 or above) and has about
+    ``natural_quantile`` of its windows closer than the yardstick's ``natural_quantile`` quantile
+    (``copy_share``); one that replays its training data has ``ratio`` well below 1 and ``copy_share``
+    near 1.
+    """
+    length = real.shape[1]
+    scale = real[:, :, columns].reshape(-1, len(columns)).std(axis=0)
+    scale = np.where(scale > 0, scale, 1.0)
+
+    def flat(windows: np.ndarray) -> np.ndarray:
+        return (windows[:, :, columns] / scale).reshape(len(windows), -1).astype(np.float32)
+
+    reference = flat(real)
+    queries = rng.choice(len(real), size=min(max_queries, len(real)), replace=False)
+    natural = _closest_distances(reference[queries], reference, np.abs(starts[queries][:, None] - starts[None]) < length)
+    picks = rng.choice(len(synthetic), size=min(max_queries, len(synthetic)), replace=False)
+    closest = _closest_distances(flat(synthetic[picks]), reference, None)
+    threshold = float(np.quantile(natural, natural_quantile))
+    return {
+        "synthetic_median": float(np.median(closest)),
+        "real_median": float(np.median(natural)),
+        "ratio": float(np.median(closest) / max(np.median(natural), 1e-12)),
+        "copy_share": float(np.mean(closest < threshold)),
+        "natural_quantile": natural_quantile,
+    }
+
+
+def _closest_distances(queries: np.ndarray, reference: np.ndarray, excluded: np.ndarray | None) -> np.ndarray:
+    """Euclidean distance from each query to its closest reference row, ignoring ``excluded`` pairs."""
+    reference_norms = (reference * reference).sum(axis=1)
+    out = np.empty(len(queries))
+    for start in range(0, len(queries), 512):
+        block = queries[start : start + 512]
+        squared = (block * block).sum(axis=1)[:, None] + reference_norms[None] - 2.0 * block @ reference.T
+        if excluded is not None:
+            squared[excluded[start : start + 512]] = np.inf
+        out[start : start + 512] = np.sqrt(np.maximum(squared.min(axis=1), 0.0))
+    return out
+
+
 def flow_state_pairs(names: list[str], real: np.ndarray) -> list[tuple[str, str]]:
     """(flow, state) column pairs named ``F_X`` / ``S_X`` whose state actually switches in the real data."""
     index = {name: i for i, name in enumerate(names)}

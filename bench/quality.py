@@ -6,8 +6,9 @@ structure, the TimeGAN discriminative/predictive scores and the pump flow/state 
 model and, in the same run, for the real-vs-real floors and the i.i.d./VAR(1) baselines
 (``bench/baselines.py``). ``--ablations`` retrains variants on BATADAL and ETTh1.
 
-Results: ``bench/results/quality.json`` (``quality_quick.json`` with ``--quick``) and the quality section
-of ``docs/benchmarks.md`` with pictures under ``docs/img/quality/``.
+Results: ``bench/results/quality.json`` and the quality section of ``docs/benchmarks.md`` with pictures
+under ``docs/img/quality/``; a ``--quick`` run writes all three under ``bench/results/quick/`` instead
+(git-ignored), never over the published ones.
 
     .venv/bin/python bench/quality.py --quick                 # a few minutes, for development
     .venv/bin/python bench/quality.py --ablations             # the full benchmark
@@ -33,6 +34,7 @@ from bench import plots
 from bench.baselines import fit_var1, iid_sample, random_halves, snap_to_support, time_halves
 from bench.datasets import NAMES, BenchDataset, DatasetUnavailable, RealSeries, load_dataset, real_series
 from bench.metrics import (
+    closest_real_distance,
     correlation_error,
     flow_state_agreement,
     flow_state_pairs,
@@ -42,13 +44,13 @@ from bench.metrics import (
     pooled_acf,
 )
 from bench.report import (
-    IMG_DIR,
     Progress,
     command_line,
     describe_machine,
     finish,
     fmt,
     machine,
+    page_dir,
     read_json,
     table,
     update_docs_section,
@@ -157,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         "datasets": {},
         "skipped": {},
     }
-    output = "quality_quick.json" if settings.quick else "quality.json"
+    output = "quick/quality.json" if settings.quick else "quality.json"
     # Datasets not chosen this time keep their last results (each says which run made it), so the
     # datasets can be run on different occasions and the page still shows them all.
     previous = read_json(output) or {}
@@ -188,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         _write_merged(output, results, chosen)  # after every dataset: a long run keeps what it has finished
     finish(results, log.elapsed())
     log(f"wrote {_write_merged(output, results, chosen)}")
-    log(f"updated {update_docs_section('quality', render(results))}")
+    log(f"updated {update_docs_section('quality', render(results), settings.quick)}")
     return 0
 
 
@@ -258,6 +260,12 @@ def run_dataset(
         return evaluate(left, right, names, kinds, pairs, settings.scores, f"{name}: {label}", log)[0]
 
     model, report = evaluate(real, synthetic, names, kinds, pairs, settings.scores, f"{name}: model", log)
+    continuous = [i for i, feature in enumerate(names) if kinds[feature] == "continuous"]
+    if continuous:
+        log(f"{name}: distance of synthetic windows to the closest real window")
+        model["closest_real"] = closest_real_distance(
+            real, starts, synthetic, continuous, np.random.default_rng(settings.seed)
+        )
     out: dict[str, Any] = {
         "source": dataset.source,
         "rows": len(series.values),
@@ -397,7 +405,7 @@ def _figures(
 ) -> dict[str, Any]:
     log(f"{name}: figures")
     names = series.names
-    folder = IMG_DIR / "quality" / name
+    folder = page_dir(settings.quick) / "img" / "quality" / name
     shutil.rmtree(folder, ignore_errors=True)  # the worst features change between runs: no stale pictures
     varying = [f for f in names if bundle.schema.feature(f).kind != "constant"]
     # ACF beyond the training window: sequences twice as long, so lags 0..24 exist on both sides.
@@ -564,6 +572,21 @@ def _targets(name: str, data: dict[str, Any]) -> list[str]:
     return ["Targets of the benchmark issue:", "", table(["target", "bound", "model", "verdict"], rows), ""]
 
 
+def _closest_real(closest: dict[str, float] | None) -> list[str]:
+    if not closest:
+        return []
+    share = round(100 * closest["natural_quantile"])
+    return [
+        "Copying check (`closest_real_distance` in bench/metrics.py): the median synthetic window lies "
+        f"{closest['synthetic_median']:.2f} from its closest real window, real windows lie "
+        f"{closest['real_median']:.2f} from the closest real window of another period (ratio {closest['ratio']:.2f}; "
+        f"well below 1 would mean replayed training data); {100 * closest['copy_share']:.1f} % of synthetic windows "
+        f"are closer to a real one than {100 - share} % of real windows are to another period (about {share} % "
+        "expected of fresh data).",
+        "",
+    ]
+
+
 def _first_runs(metrics: dict[str, Any], n: int) -> dict[str, Any]:
     """``metrics`` with the repeated scores cut to their first ``n`` runs (the ablations' protocol).
 
@@ -651,6 +674,7 @@ def _render_dataset(name: str, data: dict[str, Any]) -> list[str]:
         table(header, rows),
         "",
         *_targets(name, data),
+        *_closest_real(data["results"]["model"].get("closest_real")),
         f"Worst features (model): {', '.join(data['results']['model']['worst_features'])}.",
         "",
         "Sequences, real (left) and synthetic (right):",

@@ -8,8 +8,8 @@
   rows, and ``/healthz`` latency while a training job runs. Client and server share the same cores, so
   the latencies include the client's share of the CPU.
 
-Results: ``bench/results/speed.json`` (``speed_quick.json`` with ``--quick``) and the speed section of
-``docs/benchmarks.md``.
+Results: ``bench/results/speed.json`` and the speed section of ``docs/benchmarks.md``; a ``--quick``
+run writes both under ``bench/results/quick/`` instead (git-ignored), never over the published ones.
 
     .venv/bin/python bench/speed.py --quick     # a few minutes, for development
     .venv/bin/python bench/speed.py             # the full benchmark
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_service:
         results["service"] = service_speed(settings, log)
     # A part skipped this time keeps its last measurement, with the run that made it.
-    previous = read_json("speed_quick.json" if settings.quick else "speed.json") or {}
+    previous = read_json("quick/speed.json" if settings.quick else "speed.json") or {}
     for part in ("engine", "service"):
         if part not in results and part in previous:
             results[part] = previous[part]
@@ -140,8 +140,8 @@ def main(argv: list[str] | None = None) -> int:
                 "machine": previous["machine"],
             }
     finish(results, log.elapsed())
-    log(f"wrote {write_json('speed_quick.json' if settings.quick else 'speed.json', results)}")
-    log(f"updated {update_docs_section('speed', render(results))}")
+    log(f"wrote {write_json('quick/speed.json' if settings.quick else 'speed.json', results)}")
+    log(f"updated {update_docs_section('speed', render(results), settings.quick)}")
     return 0
 
 

@@ -14,6 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.baselines import fit_var1, iid_sample, snap_to_support, time_halves  # noqa: E402
 from bench.metrics import (  # noqa: E402
+    closest_real_distance,
     correlation_error,
     flow_state_agreement,
     flow_state_pairs,
@@ -123,3 +124,24 @@ def test_flow_state_agreement_on_a_hand_made_example():
     result = flow_state_agreement(synthetic, names, pairs)
     assert result == {"mean": 0.5, "pairs": {"F_PU1/S_PU1": 0.5}}
     assert flow_state_agreement(synthetic, names, []) is None
+
+
+def test_closest_real_distance_tells_copies_from_fresh_draws():
+    real = _ar1_windows(600, 12, 3, 0.9, seed=1)
+    starts = np.arange(len(real)) * 12  # non-overlapping windows: every other window is "another period"
+    rng = np.random.default_rng(0)
+    fresh = closest_real_distance(real, starts, _ar1_windows(400, 12, 3, 0.9, seed=2), [0, 1, 2], rng)
+    noisy_copies = real[rng.choice(len(real), 400)] + 0.01 * rng.standard_normal((400, 12, 3))
+    copied = closest_real_distance(real, starts, noisy_copies, [0, 1, 2], rng)
+    assert 0.8 < fresh["ratio"] < 1.25 and fresh["copy_share"] < 0.15
+    assert copied["ratio"] < 0.05 and copied["copy_share"] > 0.95
+
+
+def test_closest_real_distance_ignores_overlapping_real_windows():
+    # Stride-1 windows of a ramp: the window shifted by one step is 1 away in every cell, the closest
+    # window of another period (a whole window length away) is 10 away in every cell.
+    real = (np.arange(400)[:, None] + np.arange(10)[None])[:, :, None].astype(float)
+    scale = real.std()
+    result = closest_real_distance(real, np.arange(400), real[::3], [0], np.random.default_rng(0))
+    assert result["real_median"] == pytest.approx(10 * np.sqrt(10) / scale, rel=1e-3)  # float32 distances
+    assert result["synthetic_median"] < 1e-3 and result["copy_share"] == 1.0  # exact copies are flagged
