@@ -3,7 +3,7 @@
 The overrides trade fidelity for time: about two minutes on two CPU cores (the training process
 gets one of them, see ``train_worker``; measured on a shared two-core machine: 1500 steps took
 70-95 s depending on its load, so 2000 steps land near two minutes), against about eight minutes
-for the full defaults (6000 steps, 15 trend epochs). It samples with 5 DDIM steps: every sampler
+for the full defaults (7000 steps, 15 trend epochs). It samples with 5 DDIM steps: every sampler
 setting from DDIM-10 to DDPM scored the same on BATADAL and ETTh1 (docs/DECISIONS.md), and on the demo
 plant DDIM-5 scored as DDIM-10 in two thirds of the time; the service's latency is what this model shows.
 It is a demonstration model; a real model is trained through ``POST /v1/admin/train`` or the CLI.

@@ -107,7 +107,7 @@ class LossConfig(_Section):
 class TrainingConfig(_Section):
     batch_size: int = Field(128, ge=1, le=65_536)
     max_steps: int = Field(
-        6000, ge=1, description="Optimiser steps of the denoiser (upper bound; about 8 minutes on 2 CPU cores)."
+        7000, ge=1, description="Optimiser steps of the denoiser (upper bound; BATADAL: about 7 minutes on 2 CPU cores)."
     )
     lr: float = Field(1e-3, gt=0, le=1.0)
     weight_decay: float = Field(1e-4, ge=0.0)
