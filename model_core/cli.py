@@ -157,6 +157,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
         f"trained in {training['seconds']} s on {training['device']} "
         f"({training['steps']} denoiser steps, best at {training['best_step']}); saved to {args.out}"
     )
+    if training["stopped_by"] == "time_budget":
+        print(
+            f"note: the {training['max_minutes']}-minute budget (training.max_minutes) allowed "
+            f"{training['steps']} of training.max_steps {config.training.max_steps} denoiser steps; "
+            "raise it, or set it to null, to train them all"
+        )
     print("\nvalidation (generated vs held-out windows):")
     print(format_report(DiagnosticsReport.model_validate(bundle.manifest["validation"])))
     return 0
@@ -216,6 +222,7 @@ class ProgressBar:
             self._bar = tqdm(total=progress.total, desc=progress.stage, unit="step", file=sys.stderr)
             self._stage = progress.stage
         assert self._bar is not None
+        self._bar.total = progress.total  # a time budget can shorten the denoiser's run
         self._bar.n = progress.step
         if progress.loss is not None:
             self._bar.set_postfix(loss=f"{progress.loss:.4f}", refresh=False)

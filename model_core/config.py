@@ -107,7 +107,16 @@ class LossConfig(_Section):
 class TrainingConfig(_Section):
     batch_size: int = Field(128, ge=1, le=65_536)
     max_steps: int = Field(
-        7000, ge=1, description="Optimiser steps of the denoiser (upper bound; BATADAL: about 7 minutes on 2 CPU cores)."
+        7000, ge=1, description="Optimiser steps of the denoiser (upper bound; BATADAL: 7 to 10 minutes on 2 CPU cores)."
+    )
+    max_minutes: float | None = Field(
+        9.5,
+        gt=0,
+        description=(
+            "Wall-clock budget of the whole training run. When max_steps would not fit, the denoiser plans "
+            "fewer steps (learning-rate schedule included) from its measured pace; null = no budget, so the "
+            "same seed gives the same model on any machine."
+        ),
     )
     lr: float = Field(1e-3, gt=0, le=1.0)
     weight_decay: float = Field(1e-4, ge=0.0)

@@ -21,7 +21,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import partial
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -138,7 +137,11 @@ def train(
 
     denoiser.to(device)
     ema.to(device)
-    diffusion_log = _fit_denoiser(denoiser, ema, train_set, val_set, transforms.n_categories, config, device, generator, report, stop)
+    budget = config.training.max_minutes
+    deadline = None if budget is None else started + 60 * budget
+    diffusion_log = _fit_denoiser(
+        denoiser, ema, train_set, val_set, transforms.n_categories, config, device, generator, report, stop, deadline
+    )
 
     bundle = ModelBundle(config, table.schema, transforms, trend_model, denoiser.eval(), ema.eval(), pools)
     report(Progress("validate", 0, 1))
@@ -299,19 +302,26 @@ def _fit_denoiser(
     generator: torch.Generator,
     report: ProgressCallback,
     stop: Callable[[], bool],
+    deadline: float | None,
 ) -> dict[str, Any]:
+    """Train the denoiser for ``max_steps``, fewer if validation stops improving or ``deadline`` (a
+    ``time.monotonic()`` value) would be passed; the EMA weights of the best validation are kept."""
     cfg = config.training
     schedule = NoiseSchedule.make(config.diffusion.timesteps, config.diffusion.noise_schedule)
     mask_ids = torch.tensor(n_categories, dtype=torch.long, device=device)
     optimiser = torch.optim.AdamW(denoiser.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, partial(warmup_cosine, total=cfg.max_steps))
+    # The planned total can shrink under a time budget; the schedule follows it, so a shortened run
+    # still ends with its learning rate annealed instead of being cut mid-schedule.
+    planned = [cfg.max_steps]
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda s: warmup_cosine(s, planned[0]))
     ema.load_state_dict(denoiser.state_dict())
     ema.requires_grad_(False)
     n_windows = len(train_set["residual"])
     best_val, best_state, best_step, bad_evals = float("inf"), copy.deepcopy(ema.state_dict()), 0, 0
     train_log, val_log = [], []
-    running, since, clock, step = 0.0, 0, time.monotonic(), 0
-    for step in range(1, cfg.max_steps + 1):
+    running, since, clock, step, stopped_by = 0.0, 0, time.monotonic(), 0, "max_steps"
+    while step < planned[0]:
+        step += 1
         if stop():
             raise TrainingCancelled("training cancelled")
         denoiser.train()
@@ -325,8 +335,13 @@ def _fit_denoiser(
         scheduler.step()
         _update_ema(ema, denoiser, min(cfg.ema_decay, (1 + step) / (10 + step)))
         running, since = running + float(terms.detach()), since + 1
-        report(Progress("diffusion", step, cfg.max_steps, float(terms.detach()), _eta(clock, step, cfg.max_steps)))
-        if step % cfg.eval_every == 0 or step == cfg.max_steps:
+        if deadline is not None and (step % cfg.eval_every == 0 or time.monotonic() >= deadline):
+            now = time.monotonic()
+            planned[0] = steps_within_budget(step, (now - clock) / step, deadline - now, cfg.max_steps, cfg.eval_every)
+            if planned[0] < cfg.max_steps:
+                stopped_by = "time_budget"
+        report(Progress("diffusion", step, planned[0], float(terms.detach()), _eta(clock, step, planned[0])))
+        if step % cfg.eval_every == 0 or step == planned[0]:
             train_log.append(round(running / since, 6))
             running, since = 0.0, 0
             if val_set is not None:
@@ -337,6 +352,7 @@ def _fit_denoiser(
                 else:
                     bad_evals += 1
                     if cfg.patience and bad_evals >= cfg.patience:
+                        stopped_by = "early_stopping"
                         break
     if val_set is not None:
         ema.load_state_dict(best_state)
@@ -345,7 +361,9 @@ def _fit_denoiser(
     return {
         "steps": step,
         "best_step": best_step,
-        "stopped_early": step < cfg.max_steps,
+        "planned_steps": planned[0],
+        "stopped_by": stopped_by,
+        "max_minutes": cfg.max_minutes,
         "train_losses": train_log,
         "val_losses": val_log,
     }
@@ -408,6 +426,18 @@ def validation_loss(
             noise = torch.randn(batch["residual"].shape, generator=generator).to(device)
             losses.append(float(diffusion_loss(model, batch, schedule, mask_ids, config, generator, t, noise)))
     return float(np.mean(losses))
+
+
+def steps_within_budget(
+    step: int, seconds_per_step: float, seconds_left: float, max_steps: int, min_steps: int
+) -> int:
+    """Denoiser steps in total that fit the time left: those done plus what the measured pace allows.
+
+    Never fewer than ``min_steps`` (a budget spent before the denoiser starts still yields a model that
+    has seen some training, and the overrun is one validation interval) nor more than ``max_steps``.
+    """
+    fits = step + int(max(0.0, seconds_left) / max(seconds_per_step, 1e-9))
+    return max(min(max_steps, min_steps), min(max_steps, fits))
 
 
 def warmup_cosine(step: int, total: int) -> float:

@@ -16,7 +16,7 @@ from model_core.config import TSSynthConfig
 from model_core.diagnostics import diagnose
 from model_core.generate import generate, iter_generate
 from model_core.simulator import simulate_plant
-from model_core.train import Progress, TrainingCancelled, train
+from model_core.train import Progress, TrainingCancelled, steps_within_budget, train
 from model_core.trend import InnovationPool, TemporalGRUGenerator
 
 TINY = {
@@ -243,3 +243,36 @@ def test_innovations_come_from_the_nearest_trends():
     # neighbours=0 is the plain bootstrap: both regimes appear whatever the trend.
     anywhere = InnovationPool(trends, residuals, neighbours=0).draw(torch.full((500, 1), -4.0), generator)
     assert 0.3 < float((anywhere == 3.0).float().mean()) < 0.7
+
+
+def test_a_spent_time_budget_shortens_the_denoiser_run_and_says_so(plant):
+    """A budget already used up by the earlier stages leaves the denoiser its minimum: one validation
+    interval, annealed and validated, instead of max_steps."""
+    config = TSSynthConfig().with_overrides(TINY).with_overrides(
+        {"training": {"max_steps": 100_000, "eval_every": 20, "max_minutes": 1e-6}, "trend": {"epochs": 1}}
+    )
+    events: list[Progress] = []
+    bundle = train(plant, config, progress=events.append)
+    training = bundle.manifest["training"]
+    assert training["stopped_by"] == "time_budget"
+    assert training["steps"] == training["planned_steps"] == 20 and len(training["val_losses"]) == 1
+    assert [e.total for e in events if e.stage == "diffusion"][-1] == 20
+    assert generate(bundle, 3, seed=0).notna().all().all()
+
+
+def test_an_ample_time_budget_changes_nothing(trained, plant):
+    """Same seed, budget that never binds: bit-identical weights to the run without a budget."""
+    bundle = trained[0]
+    assert bundle.manifest["training"]["stopped_by"] in ("max_steps", "early_stopping")
+    unbounded = train(plant, TSSynthConfig().with_overrides(TINY).with_overrides({"training": {"max_minutes": None}}))
+    for name, tensor in bundle.ema.state_dict().items():
+        assert torch.equal(tensor, unbounded.ema.state_dict()[name]), name
+
+
+def test_steps_within_budget_adds_what_the_pace_allows_between_the_bounds():
+    # 250 steps done at 0.08 s each, 400 s left: 5000 more fit.
+    assert steps_within_budget(250, 0.08, 400.0, max_steps=7000, min_steps=250) == 5250
+    assert steps_within_budget(250, 0.08, 4000.0, max_steps=7000, min_steps=250) == 7000
+    assert steps_within_budget(300, 0.08, -5.0, max_steps=7000, min_steps=250) == 300
+    assert steps_within_budget(10, 0.08, -5.0, max_steps=7000, min_steps=250) == 250
+    assert steps_within_budget(10, 0.08, -5.0, max_steps=100, min_steps=250) == 100
