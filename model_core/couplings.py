@@ -1,10 +1,12 @@
-"""Exact couplings between a continuous feature's repeated value and a discrete feature's states.
+"""Exact couplings between a continuous feature and a discrete feature's states.
 
-Plants are full of them: a pump's flow is exactly 0 when, and only when, its status is 0. A diffusion
-model learns the two features jointly but only approximately, so a few generated rows would show a
-running pump with no flow — precisely the kind of impossible row an anomaly detector trained on
-synthetic data then learns to accept. When the training data shows such a coupling on *every* row, we
-record it, and generation makes the continuous value agree with the discrete state (see
+Plants are full of them: a pump's flow is exactly 0 when, and only when, its status is 0 (an *atom*
+coupling, ``Coupling``); the pressure downstream of a pump lies in one range while it runs and in
+another, disjoint one while it is off (a *range* coupling, ``RangeCoupling``). A diffusion model learns
+the features jointly but only approximately, so a few generated rows would show a running pump with no
+flow, or with the pressure of a stopped one — precisely the kind of impossible row an anomaly detector
+trained on synthetic data then learns to accept. When the training data shows such a coupling on
+*every* row, we record it, and generation makes the continuous value agree with the discrete state (see
 ``apply_couplings`` for why the state leads), so the coupling holds by construction.
 
 Nothing here knows about pumps: any (continuous, discrete) pair of any dataset qualifies when the data
@@ -34,6 +36,17 @@ class Coupling(BaseModel):
     default_state: float
 
 
+class RangeCoupling(BaseModel):
+    """While ``discrete`` is in ``states[i]``, ``continuous`` lies in ``[lows[i], highs[i]]``; the
+    intervals of different states do not overlap."""
+
+    continuous: str
+    discrete: str
+    states: list[float]
+    lows: list[float]
+    highs: list[float]
+
+
 def find_couplings(values: pd.DataFrame, continuous: list[str], discrete: list[str]) -> list[Coupling]:
     """Every (continuous atom, discrete states) pair that holds on all rows of ``values``."""
     couplings = []
@@ -52,8 +65,40 @@ def find_couplings(values: pd.DataFrame, continuous: list[str], discrete: list[s
     return couplings
 
 
+def find_range_couplings(values: pd.DataFrame, continuous: list[str], discrete: list[str]) -> list[RangeCoupling]:
+    """Every (continuous, discrete) pair whose per-state value ranges are pairwise disjoint on all rows.
+
+    Each state must cover at least ``MIN_ATOM_SHARE`` of the rows: a state seen a handful of times
+    separates from the others by chance too easily to be taken as a law of the plant.
+    """
+    couplings = []
+    for c in continuous:
+        for d in discrete:
+            pair = values[[c, d]].dropna().to_numpy(dtype=float)
+            column, states = pair[:, 0], pair[:, 1]
+            levels, counts = np.unique(states, return_counts=True)
+            if len(levels) < 2 or counts.min() < MIN_ATOM_SHARE * len(states):
+                continue
+            ranges = sorted((column[states == level].min(), column[states == level].max(), level) for level in levels)
+            if all(low_next > high for (_, high, _), (low_next, _, _) in zip(ranges, ranges[1:], strict=False)):
+                couplings.append(
+                    RangeCoupling(
+                        continuous=c,
+                        discrete=d,
+                        states=[float(level) for _, _, level in ranges],
+                        lows=[float(low) for low, _, _ in ranges],
+                        highs=[float(high) for _, high, _ in ranges],
+                    )
+                )
+    return couplings
+
+
 def apply_couplings(
-    table: pd.DataFrame, couplings: list[Coupling], sequence_length: int, rng: np.random.Generator
+    table: pd.DataFrame,
+    couplings: list[Coupling],
+    sequence_length: int,
+    rng: np.random.Generator,
+    ranges: list[RangeCoupling] | None = None,
 ) -> pd.DataFrame:
     """Make every coupling hold on a generated table of consecutive sequences of ``sequence_length`` rows.
 
@@ -64,6 +109,9 @@ def apply_couplings(
     off-atom value of the same sequence (the running pump keeps its flow), or, if the sequence has none,
     one drawn from the table. A feature that takes part in several couplings cannot follow two
     states: there, the continuous value leads and the states follow it.
+
+    Range couplings come last, once every state is final, and always let the state lead (a value can
+    satisfy several ranges at once: the intersection of its states' intervals).
     """
     continuous_uses = Counter(c.continuous for c in couplings)
     discrete_uses = Counter(c.discrete for c in couplings)
@@ -73,7 +121,48 @@ def apply_couplings(
             _value_follows_state(table, coupling, sequence_length, rng)
         else:
             _state_follows_value(table, coupling)
+    by_feature: dict[str, list[RangeCoupling]] = {}
+    for range_coupling in ranges or []:
+        by_feature.setdefault(range_coupling.continuous, []).append(range_coupling)
+    for name, feature_ranges in by_feature.items():
+        _value_into_state_ranges(table, name, feature_ranges, sequence_length, rng)
     return table
+
+
+def _value_into_state_ranges(
+    table: pd.DataFrame, name: str, ranges: list[RangeCoupling], sequence_length: int, rng: np.random.Generator
+) -> None:
+    """Move each value that lies outside its row's interval (the intersection of its states' intervals)
+    to the nearest step of the same sequence whose value lies inside it, else to a value drawn from the
+    table inside it, else to the interval's nearest edge. Rows whose state combination has no common
+    interval (never seen in training) keep their value."""
+    values = table[name].to_numpy(dtype=float).reshape(-1, sequence_length)
+    low, high = np.full(values.shape, -np.inf), np.full(values.shape, np.inf)
+    for coupling in ranges:
+        states = table[coupling.discrete].to_numpy(dtype=float).reshape(values.shape)
+        for state, state_low, state_high in zip(coupling.states, coupling.lows, coupling.highs, strict=True):
+            at_state = states == state
+            low[at_state] = np.maximum(low[at_state], state_low)
+            high[at_state] = np.minimum(high[at_state], state_high)
+    outside = ((values < low) | (values > high)) & (low <= high)
+    if not outside.any():
+        return
+    sequences, steps = np.nonzero(outside)
+    candidates = values[sequences]  # [n_outside, L]: every value of the cell's own sequence
+    inside = (candidates >= low[sequences, steps][:, None]) & (candidates <= high[sequences, steps][:, None])
+    # Nearest step first; on a tie the earlier one.
+    distance = 2 * np.abs(np.arange(sequence_length)[None, :] - steps[:, None]) + (np.arange(sequence_length) > steps[:, None])
+    nearest = np.where(inside, distance, np.iinfo(np.int64).max).argmin(axis=1)
+    found = inside[np.arange(len(steps)), nearest]
+    fixed = values.copy()
+    fixed[sequences[found], steps[found]] = candidates[found, nearest[found]]
+    flat = values.reshape(-1)
+    for i in np.flatnonzero(~found):
+        cell_low, cell_high = low[sequences[i], steps[i]], high[sequences[i], steps[i]]
+        pool = flat[(flat >= cell_low) & (flat <= cell_high)]
+        cell = values[sequences[i], steps[i]]
+        fixed[sequences[i], steps[i]] = rng.choice(pool) if len(pool) else min(max(cell, cell_low), cell_high)
+    table[name] = fixed.reshape(-1).astype(table[name].to_numpy().dtype)
 
 
 def _value_follows_state(

@@ -6,7 +6,8 @@ Pipeline per chunk of sequences (bounded memory: only ``chunk_sequences`` sequen
 2. stage 2 samples the normalised residual and the discrete states jointly, window by window;
 3. ``continuous = trend + residual * std + mean`` (exactly how ``train`` split them), then the inverse
    transforms give original units and formats, and exact couplings seen in the data (a pump's state
-   and its zero flow) are enforced, the sampled state leading (see couplings.py).
+   and its zero flow; a pressure's range per pump state) are enforced, the sampled state leading (see
+   couplings.py).
 
 Sequences longer than the training window are produced by chaining windows: each next window overlaps
 the previous one by half a window, and the overlap is held to the already generated values during the
@@ -71,7 +72,9 @@ def iter_generate(
             continuous.reshape(count * length, -1), discrete.reshape(count * length, -1), rounded=True
         )
         coupling_rng = np.random.default_rng(_chunk_seed(seed, index))
-        table = apply_couplings(table, bundle.schema.couplings, length, coupling_rng)
+        table = apply_couplings(
+            table, bundle.schema.couplings, length, coupling_rng, bundle.schema.range_couplings
+        )
         yield _long_format(bundle, table, start, count, length)
 
 

@@ -24,7 +24,7 @@ from pandas.tseries.api import guess_datetime_format
 from pydantic import BaseModel
 
 from model_core.config import DataConfig
-from model_core.couplings import Coupling, find_couplings
+from model_core.couplings import Coupling, RangeCoupling, find_couplings, find_range_couplings
 
 FeatureKind = Literal["continuous", "discrete", "constant"]
 
@@ -68,6 +68,9 @@ class TableSchema(BaseModel):
     dropped: list[str] = []
     #: Exact continuous/discrete couplings seen on every training row (see couplings.py).
     couplings: list[Coupling] = []
+    #: Disjoint per-state value ranges seen on every training row, for continuous features without an
+    #: exact coupling (see couplings.py). Empty in models saved before they existed.
+    range_couplings: list[RangeCoupling] = []
 
     def names(self, kind: FeatureKind | None = None) -> list[str]:
         return [f.name for f in self.features if kind is None or f.kind == kind]
@@ -215,16 +218,20 @@ def infer_schema(frame: pd.DataFrame, config: DataConfig | None = None) -> Table
         step_seconds = float(diffs.median()) if len(diffs) else None
         start = str(stamps.iloc[0])
     kinds = {f.name: f.kind for f in features}
+    continuous = [n for n, k in kinds.items() if k == "continuous"]
+    discrete = [n for n, k in kinds.items() if k == "discrete"]
+    couplings = find_couplings(feature_frame, continuous, discrete)
+    # A feature with an exact (atom) coupling already has its state agreement enforced.
+    atom_coupled = {c.continuous for c in couplings}
     return TableSchema(
         timestamp_column=timestamp_column,
         step_seconds=step_seconds,
         start=start,
         features=features,
         dropped=list(config.drop_columns),
-        couplings=find_couplings(
-            feature_frame,
-            [n for n, k in kinds.items() if k == "continuous"],
-            [n for n, k in kinds.items() if k == "discrete"],
+        couplings=couplings,
+        range_couplings=find_range_couplings(
+            feature_frame, [c for c in continuous if c not in atom_coupled], discrete
         ),
     )
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from model_core.couplings import apply_couplings, find_couplings
+from model_core.couplings import RangeCoupling, apply_couplings, find_couplings, find_range_couplings
 from model_core.simulator import simulate_plant
 
 
@@ -71,3 +71,70 @@ def test_shared_features_let_the_value_lead_and_every_coupling_holds():
     assert fixed["flow"].tolist() == flow.tolist()
     for state in ("a", "b"):
         assert ((fixed["flow"] == 0) == (fixed[state] == 0)).all()
+
+
+def _pressure_frame(rng: np.random.Generator, rows: int = 400) -> pd.DataFrame:
+    """A pressure that lies in [60, 65] while its pump is off and in [80, 90] while it runs."""
+    pump = rng.integers(0, 2, rows)
+    pressure = np.where(pump == 1, rng.uniform(80, 90, rows), rng.uniform(60, 65, rows))
+    return pd.DataFrame({"pressure": pressure, "level": rng.uniform(0, 5, rows), "pump": pump})
+
+
+def test_disjoint_per_state_ranges_are_found_and_overlapping_ones_are_not():
+    frame = _pressure_frame(np.random.default_rng(0))
+    found = find_range_couplings(frame, ["pressure", "level"], ["pump"])
+    assert len(found) == 1
+    (coupling,) = found
+    assert (coupling.continuous, coupling.discrete, coupling.states) == ("pressure", "pump", [0.0, 1.0])
+    assert coupling.highs[0] == frame.pressure[frame.pump == 0].max() < coupling.lows[1]
+    frame.loc[0, ["pressure", "pump"]] = [70.0, 1]  # one running row at an in-between pressure is fine
+    assert len(find_range_couplings(frame, ["pressure"], ["pump"])) == 1
+    frame.loc[1, ["pressure", "pump"]] = [85.0, 0]  # one stopped row at a running pressure is not
+    assert find_range_couplings(frame, ["pressure"], ["pump"]) == []
+
+
+def test_a_rare_state_does_not_make_a_range_coupling():
+    frame = _pressure_frame(np.random.default_rng(1), rows=1000)
+    frame["pump"] = 0
+    frame.loc[:4, "pump"] = 1  # 0.5 % of the rows: too few to call it a law
+    frame.loc[:4, "pressure"] = 100.0
+    assert find_range_couplings(frame, ["pressure"], ["pump"]) == []
+
+
+def test_out_of_range_values_take_the_nearest_in_range_value_of_their_sequence():
+    coupling = RangeCoupling(continuous="p", discrete="s", states=[0, 1], lows=[60, 80], highs=[65, 90])
+    # Sequence 0: steps 1 and 3 run at a stopped pressure; sequence 1 has no running value in range.
+    generated = pd.DataFrame(
+        {"p": [85.0, 62.0, 61.0, 63.0, 64.0, 62.0, 61.0, 63.0], "s": [1, 1, 0, 1, 1, 1, 0, 0]}
+    )
+    fixed = apply_couplings(generated.copy(), [], 4, np.random.default_rng(0), [coupling])
+    assert fixed["s"].tolist() == generated["s"].tolist()
+    assert fixed["p"].tolist()[:4] == [85.0, 85.0, 61.0, 85.0]
+    # Nothing in sequence 1 fits a running pump: a value drawn from the table inside [80, 90].
+    assert fixed["p"].tolist()[4:6] == [85.0, 85.0] and fixed["p"].tolist()[6:] == [61.0, 63.0]
+
+
+def test_several_range_couplings_of_one_feature_confine_it_to_their_intersection():
+    ranges = [
+        RangeCoupling(continuous="p", discrete="a", states=[0, 1], lows=[0, 50], highs=[40, 100]),
+        RangeCoupling(continuous="p", discrete="b", states=[0, 1], lows=[0, 30], highs=[20, 60]),
+    ]
+    generated = pd.DataFrame(
+        {"p": [55.0, 90.0, 10.0, 45.0], "a": [1, 1, 0, 0], "b": [1, 1, 0, 1]}
+    )
+    fixed = apply_couplings(generated.copy(), [], 4, np.random.default_rng(0), ranges)
+    # a=1, b=1 -> [50, 60]: 90 takes 55 (its nearest in-range neighbour); a=0, b=1 -> [30, 40]: 45 has no
+    # neighbour or table value there and goes to the edge, 40.
+    assert fixed["p"].tolist() == [55.0, 55.0, 10.0, 40.0]
+
+
+def test_range_couplings_hold_on_every_row_after_generation_like_fixes():
+    rng = np.random.default_rng(5)
+    frame = _pressure_frame(rng, rows=240)
+    (coupling,) = find_range_couplings(frame, ["pressure"], ["pump"])
+    generated = frame.copy()
+    generated["pump"] = rng.integers(0, 2, 240)  # states scrambled: many rows now disagree
+    fixed = apply_couplings(generated, [], 24, rng, [coupling])
+    running = fixed.pump == 1
+    assert fixed.pressure[running].between(coupling.lows[1], coupling.highs[1]).all()
+    assert fixed.pressure[~running].between(coupling.lows[0], coupling.highs[0]).all()

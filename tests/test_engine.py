@@ -95,6 +95,15 @@ def test_discrete_values_are_valid_and_constants_exact(trained):
     assert (synthetic["PLANT_ID"] == 7).all()
     for k in (1, 2, 3):  # the couplings seen in every training row hold in every generated row
         assert ((synthetic[f"F_PUMP{k}"] == 0) == (synthetic[f"S_PUMP{k}"] == 0)).all()
+    # So do the junction pressures' ranges per pump state (the plant's pressures follow its pumps).
+    assert {(r.continuous, r.discrete) for r in bundle.schema.range_couplings} == {
+        ("P_J1", "S_PUMP1"),
+        ("P_J2", "S_PUMP2"),
+    }
+    for coupling in bundle.schema.range_couplings:
+        for state, low, high in zip(coupling.states, coupling.lows, coupling.highs, strict=True):
+            at_state = synthetic[coupling.discrete] == state
+            assert synthetic.loc[at_state, coupling.continuous].between(low, high).all()
     for name in bundle.schema.names("continuous"):
         spec = bundle.schema.feature(name)
         assert synthetic[name].between(spec.min, spec.max).all()
