@@ -275,6 +275,9 @@ def run_dataset(
         "real_windows": len(real),
         "synthetic_windows": n,
         "train_seconds": train_seconds,
+        "denoiser": {
+            key: bundle.manifest["training"].get(key) for key in ("steps", "best_step", "stopped_by")
+        },
         "generate_seconds": generate_seconds,
         "sampler": {"name": config.sampling.sampler, "steps": config.sampling.steps},
         "real_flow_state_agreement": flow_state_agreement(real, names, pairs),
@@ -610,6 +613,16 @@ def _cell(metrics: dict[str, Any], key: str) -> str:
     return fmt(value)
 
 
+def _denoiser_steps(data: dict[str, Any]) -> str:
+    """How long the denoiser trained, and what stopped it (results from before this was recorded have none)."""
+    denoiser = data.get("denoiser")
+    if not denoiser or denoiser.get("steps") is None:
+        return ""
+    why = {"time_budget": "the time budget", "early_stopping": "early stopping", "max_steps": "max_steps"}
+    reason = why.get(denoiser.get("stopped_by"), str(denoiser.get("stopped_by")))
+    return f" ({denoiser['steps']} denoiser steps, stopped by {reason})"
+
+
 def render(results: dict[str, Any]) -> str:
     """The quality section of docs/benchmarks.md, entirely from the results JSON."""
     scores = results["settings"]["scores"]
@@ -654,7 +667,8 @@ def _render_dataset(name: str, data: dict[str, Any]) -> list[str]:
         "",
         f"{data['source']}: {data['rows']:,} rows; {features['continuous']} continuous, {features['discrete']} discrete, "
         f"{features['constant']} constant features; {data['real_windows']:,} real windows. Default model trained in "
-        f"{data['train_seconds']:.0f} s; {data['synthetic_windows']:,} windows generated in {data['generate_seconds']:.0f} s "
+        f"{data['train_seconds']:.0f} s{_denoiser_steps(data)}; {data['synthetic_windows']:,} windows generated in "
+        f"{data['generate_seconds']:.0f} s "
         f"({data['sampler']['name']}, {data['sampler']['steps']} steps)."
         + (
             f" Pump flow/state agreement in the real data: {100 * real_agreement['mean']:.1f} %."
