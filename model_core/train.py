@@ -319,7 +319,7 @@ def _fit_denoiser(
     n_windows = len(train_set["residual"])
     best_val, best_state, best_step, bad_evals = float("inf"), copy.deepcopy(ema.state_dict()), 0, 0
     train_log, val_log = [], []
-    running, since, clock, step, stopped_by = 0.0, 0, time.monotonic(), 0, "max_steps"
+    running, since, clock, step, early_stop = 0.0, 0, time.monotonic(), 0, False
     while step < planned[0]:
         step += 1
         if stop():
@@ -338,8 +338,6 @@ def _fit_denoiser(
         if deadline is not None and (step % cfg.eval_every == 0 or time.monotonic() >= deadline):
             now = time.monotonic()
             planned[0] = steps_within_budget(step, (now - clock) / step, deadline - now, cfg.max_steps, cfg.eval_every)
-            if planned[0] < cfg.max_steps:
-                stopped_by = "time_budget"
         report(Progress("diffusion", step, planned[0], float(terms.detach()), _eta(clock, step, planned[0])))
         if step % cfg.eval_every == 0 or step == planned[0]:
             train_log.append(round(running / since, 6))
@@ -352,7 +350,7 @@ def _fit_denoiser(
                 else:
                     bad_evals += 1
                     if cfg.patience and bad_evals >= cfg.patience:
-                        stopped_by = "early_stopping"
+                        early_stop = True
                         break
     if val_set is not None:
         ema.load_state_dict(best_state)
@@ -362,7 +360,8 @@ def _fit_denoiser(
         "steps": step,
         "best_step": best_step,
         "planned_steps": planned[0],
-        "stopped_by": stopped_by,
+        # The plan may have dipped below max_steps and recovered as the pace changed: only the end counts.
+        "stopped_by": "early_stopping" if early_stop else "time_budget" if step < cfg.max_steps else "max_steps",
         "max_minutes": cfg.max_minutes,
         "train_losses": train_log,
         "val_losses": val_log,
