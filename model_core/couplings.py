@@ -150,10 +150,7 @@ def _value_into_state_ranges(
     sequences, steps = np.nonzero(outside)
     candidates = values[sequences]  # [n_outside, L]: every value of the cell's own sequence
     inside = (candidates >= low[sequences, steps][:, None]) & (candidates <= high[sequences, steps][:, None])
-    # Nearest step first; on a tie the earlier one.
-    distance = 2 * np.abs(np.arange(sequence_length)[None, :] - steps[:, None]) + (np.arange(sequence_length) > steps[:, None])
-    nearest = np.where(inside, distance, np.iinfo(np.int64).max).argmin(axis=1)
-    found = inside[np.arange(len(steps)), nearest]
+    nearest, found = _nearest_step(inside, steps)
     fixed = values.copy()
     fixed[sequences[found], steps[found]] = candidates[found, nearest[found]]
     flat = values.reshape(-1)
@@ -174,20 +171,24 @@ def _value_follows_state(
     usable = values != coupling.atom
     missing = ~at_atom_state & ~usable
     if missing.any():
-        steps = np.arange(sequence_length)
-        previous = np.maximum.accumulate(np.where(usable, steps, -1), axis=1)
-        following = np.minimum.accumulate(np.where(usable, steps, sequence_length)[:, ::-1], axis=1)[:, ::-1]
-        # Nearest usable step of the same sequence; on a tie the earlier one (the pump keeps its flow).
-        use_previous = (previous >= 0) & ((following == sequence_length) | (steps - previous <= following - steps))
-        source = np.where(use_previous, previous, following)
-        rows, cols = np.nonzero(missing & (source < sequence_length))
-        values[rows, cols] = values[rows, source[rows, cols]]
-        stranded = missing & (source >= sequence_length)
-        if stranded.any() and usable.any():
-            values[stranded] = rng.choice(values[usable], int(stranded.sum()))
+        # Nearest usable step of the same sequence (the running pump keeps its flow).
+        rows, cols = np.nonzero(missing)
+        source, found = _nearest_step(usable[rows], cols)
+        values[rows[found], cols[found]] = values[rows[found], source[found]]
+        if not found.all() and usable.any():
+            values[rows[~found], cols[~found]] = rng.choice(values[usable], int((~found).sum()))
     table[coupling.continuous] = values.reshape(-1).astype(table[coupling.continuous].to_numpy().dtype)
     # Only a table without a single off-atom value is left with states to correct.
     _state_follows_value(table, coupling)
+
+
+def _nearest_step(allowed: np.ndarray, steps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For cell ``i`` at step ``steps[i]`` of its sequence, whose allowed steps are ``allowed[i]`` (a row
+    of length L): the nearest allowed step, the earlier one on a tie, and whether there is any."""
+    positions = np.arange(allowed.shape[1])[None, :]
+    distance = 2 * np.abs(positions - steps[:, None]) + (positions > steps[:, None])
+    nearest = np.where(allowed, distance, np.iinfo(np.int64).max).argmin(axis=1)
+    return nearest, allowed[np.arange(len(steps)), nearest]
 
 
 def _state_follows_value(table: pd.DataFrame, coupling: Coupling) -> None:
