@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.jobstore import Job, JobState
+from model_core.couplings import Coupling, RangeCoupling
 
 Sampler = Literal["ddpm", "ddim"]
 Layout = Literal["nested", "records"]
@@ -52,6 +53,16 @@ class SchemaOut(BaseModel):
     start: str | None
     features: list[FeatureOut]
     dropped: list[str]
+    couplings: list[Coupling] = Field(
+        default_factory=list,
+        description="Enforced on every generated row: `continuous` equals `atom` exactly when `discrete` is in "
+        "`atom_states` (a pump's flow is 0 exactly when it is off).",
+    )
+    range_couplings: list[RangeCoupling] = Field(
+        default_factory=list,
+        description="Enforced on every generated row: while `discrete` is `states[i]`, `continuous` lies in "
+        "`[lows[i], highs[i]]` (a pressure's range per pump state).",
+    )
 
 
 class ModelSummary(BaseModel):

@@ -47,6 +47,13 @@ def test_model_list_and_detail(client: TestClient) -> None:
     kinds = {f["name"]: f["kind"] for f in detail["schema"]["features"]}
     assert kinds["S_PUMP1"] == "discrete" and kinds["PLANT_ID"] == "constant" and kinds["L_T1"] == "continuous"
     assert detail["schema"]["timestamp_column"] == "timestamp"
+    # The couplings the model enforces are visible, so a user can see which laws of the plant hold exactly.
+    assert {(c["continuous"], c["discrete"]) for c in detail["schema"]["couplings"]} == {
+        (f"F_PUMP{k}", f"S_PUMP{k}") for k in (1, 2, 3)
+    }
+    ranges = {(c["continuous"], c["discrete"]): c for c in detail["schema"]["range_couplings"]}
+    assert set(ranges) == {("P_J1", "S_PUMP1"), ("P_J2", "S_PUMP2")}
+    assert all(c["states"] == [0.0, 1.0] and c["highs"][0] < c["lows"][1] for c in ranges.values())
     assert detail["config"]["diffusion"]["timesteps"] == 50
     assert detail["training"]["steps"] == 30
     assert {f["name"] for f in detail["validation"]["features"]} == set(FEATURES)
