@@ -153,12 +153,14 @@ def _value_into_state_ranges(
     nearest, found = _nearest_step(inside, steps)
     fixed = values.copy()
     fixed[sequences[found], steps[found]] = candidates[found, nearest[found]]
-    flat = values.reshape(-1)
-    for i in np.flatnonzero(~found):
-        cell_low, cell_high = low[sequences[i], steps[i]], high[sequences[i], steps[i]]
-        pool = flat[(flat >= cell_low) & (flat <= cell_high)]
-        cell = values[sequences[i], steps[i]]
-        fixed[sequences[i], steps[i]] = rng.choice(pool) if len(pool) else min(max(cell, cell_low), cell_high)
+    stranded_sequences, stranded_steps = sequences[~found], steps[~found]
+    bounds = np.stack([low[stranded_sequences, stranded_steps], high[stranded_sequences, stranded_steps]], axis=1)
+    # One pool per distinct interval (a handful: one per state combination), not one per cell.
+    for interval in np.unique(bounds, axis=0):
+        cells = (bounds == interval).all(axis=1)
+        rows, cols = stranded_sequences[cells], stranded_steps[cells]
+        pool = values[(values >= interval[0]) & (values <= interval[1])]
+        fixed[rows, cols] = rng.choice(pool, len(rows)) if len(pool) else np.clip(values[rows, cols], *interval)
     table[name] = fixed.reshape(-1).astype(table[name].to_numpy().dtype)
 
 
