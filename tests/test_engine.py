@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import time
@@ -151,6 +152,23 @@ def test_reload_gives_identical_samples(trained, saved):
     assert generate(trained[0], 6, seed=9).equals(generate(loaded, 6, seed=9))
     manifest = json.loads((saved / "manifest.json").read_text())
     assert manifest["format_version"] == FORMAT_VERSION and "denoiser_ema.safetensors" in manifest["files"]
+
+
+def test_a_bundle_saved_before_range_couplings_still_loads_and_generates(saved, tmp_path):
+    """Format-3 bundles from before range couplings have no such key in schema.json: they load with
+    none, and generation keeps their other couplings."""
+    old = tmp_path / "old"
+    shutil.copytree(saved, old)
+    schema = json.loads((old / "schema.json").read_text())
+    assert schema.pop("range_couplings")
+    (old / "schema.json").write_text(json.dumps(schema))
+    manifest = json.loads((old / "manifest.json").read_text())
+    manifest["files"]["schema.json"] = hashlib.sha256((old / "schema.json").read_bytes()).hexdigest()
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    loaded = load_bundle(old)
+    assert loaded.schema.range_couplings == [] and loaded.schema.couplings
+    synthetic = generate(loaded, 8, seed=2)
+    assert ((synthetic["F_PUMP1"] == 0) == (synthetic["S_PUMP1"] == 0)).all()
 
 
 def test_save_refuses_to_overwrite_and_leaves_no_temporary_files(trained, saved):
