@@ -21,7 +21,7 @@ from model_core.bundle import BundleError, load_bundle, save_bundle
 from model_core.config import TSSynthConfig
 from model_core.diagnostics import DiagnosticsReport, FeatureDiagnostic, diagnose, plot_cdfs
 from model_core.generate import iter_generate
-from model_core.schema import read_csv
+from model_core.schema import TableSchema, read_csv
 from model_core.simulator import simulate_plant
 from model_core.train import Progress, default_threads, train
 
@@ -163,9 +163,22 @@ def _cmd_train(args: argparse.Namespace) -> int:
             f"{training['steps']} of training.max_steps {config.training.max_steps} denoiser steps; "
             "raise it, or set it to null, to train them all"
         )
+    print(_couplings_line(bundle.schema))
     print("\nvalidation (generated vs held-out windows):")
     print(format_report(DiagnosticsReport.model_validate(bundle.manifest["validation"])))
     return 0
+
+
+def _couplings_line(schema: TableSchema) -> str:
+    """Which laws of the data every generated row will obey: users should not have to open schema.json."""
+    exact = [f"{c.continuous}/{c.discrete}" for c in schema.couplings]
+    ranges = [f"{c.continuous}/{c.discrete}" for c in schema.range_couplings]
+    if not exact and not ranges:
+        return "couplings enforced: none (no continuous/discrete pair is tied on every training row)"
+    return (
+        f"couplings enforced (seen on every training row): {len(exact)} exact ({', '.join(exact) or '-'}), "
+        f"{len(ranges)} per-state ranges ({', '.join(ranges) or '-'})"
+    )
 
 
 def _add_sample_parser(subparsers: argparse._SubParsersAction) -> None:
