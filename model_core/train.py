@@ -46,9 +46,10 @@ from model_core.transforms import FittedTransforms
 from model_core.trend import TemporalGRUGenerator
 from model_core.windows import window_starts
 
-#: Rollout contexts and bootstrap residuals kept in the bundle (a sample, not the whole data).
+#: Rollout contexts and bootstrap residuals kept in the bundle. Every training row's residual up to the
+#: cap: the nearest-trend search costs time linear in the pool (docs/DECISIONS.md, "one residual per row").
 MAX_CONTEXTS = 2048
-MAX_POOL_RESIDUALS = 4096
+MAX_POOL_RESIDUALS = 8192
 #: Windows generated for the validation diagnostics in the manifest.
 VALIDATION_SEQUENCES = 256
 
@@ -119,7 +120,7 @@ def train(
     train_residual = _window_residuals(x, train_trend, train_starts, config.window.seq_len)
     residual = train_residual.reshape(-1, x.shape[1])
     mean, std = residual.mean(0), residual.std(0).clamp_min(1e-6)
-    pooled = torch.randperm(len(residual), generator=generator)[:MAX_POOL_RESIDUALS]
+    pooled = _one_occurrence_per_row(train_starts, config.window.seq_len, generator)[:MAX_POOL_RESIDUALS]
     pools = Pools(
         contexts=_sample_contexts(x, train_segments, context_len, generator),
         residuals=residual[pooled].numpy(),
@@ -263,6 +264,22 @@ def _window_residuals(x: torch.Tensor, trend: torch.Tensor, starts: np.ndarray, 
     """Residual ``x_t - trend_t`` [W, L, Dc] of every window, in model units (before standardising)."""
     rows = torch.as_tensor(starts)[:, None] + torch.arange(seq_len)
     return x[rows] - trend[:, :seq_len]
+
+
+def _one_occurrence_per_row(starts: np.ndarray, seq_len: int, generator: torch.Generator) -> torch.Tensor:
+    """Indices into the flattened [W * L] window rows naming each series row once, in random order.
+
+    Overlapping windows hold a row up to L times (its trend differs a little with the history the window
+    gives it). Sampling the pool from the flattened windows repeated some rows and, at 4096 of BATADAL's
+    190,000 window rows, left out others by chance: a pump that ran 4 hours in the year was in one pool
+    and not in the next, and its switching with it. One occurrence of every row (a random one) keeps the
+    bootstrap faithful to the data's own frequencies; the cap then takes a random subset.
+    """
+    rows = (torch.as_tensor(starts)[:, None] + torch.arange(seq_len)).reshape(-1)
+    order = torch.randperm(len(rows), generator=generator)
+    _, first = np.unique(rows[order].numpy(), return_index=True)
+    once = order[torch.as_tensor(first)]
+    return once[torch.randperm(len(once), generator=generator)]
 
 
 def _sample_contexts(
