@@ -21,8 +21,9 @@ log = logging.getLogger(__name__)
 
 DEMO_OVERRIDES: dict[str, Any] = {
     "training": {"max_steps": 2000, "batch_size": 64, "eval_every": 250},
-    # Plain bootstrap: the local one costs a [64 x 4096] nearest-trend search per rollout step, which
-    # measured p50 157 vs 104 ms per 64x24 request on this model (docs/DECISIONS.md); the demo is tuned for latency.
+    # Plain bootstrap: the local one costs a [64 x pool rows] nearest-trend search per rollout step, which
+    # measured p50 157 vs 104 ms per 64x24 request on this model with 4096 rows (docs/DECISIONS.md); the
+    # demo is tuned for latency.
     "trend": {"epochs": 3, "innovation_neighbours": 0},
     "diffusion": {"hidden_size": 64, "num_layers": 2, "timesteps": 100},
     # DDIM-5 scored as DDIM-10 on the demo plant (KS 0.029 / 0.029, disc 0.436 / 0.438; DECISIONS.md) at

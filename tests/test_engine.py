@@ -17,8 +17,10 @@ from model_core.config import TSSynthConfig
 from model_core.diagnostics import diagnose
 from model_core.generate import generate, iter_generate
 from model_core.simulator import simulate_plant
-from model_core.train import Progress, TrainingCancelled, steps_within_budget, train
+from model_core.schema import prepare_table
+from model_core.train import Progress, TrainingCancelled, split_by_time, steps_within_budget, train
 from model_core.trend import InnovationPool, TemporalGRUGenerator
+from model_core.windows import window_starts
 
 TINY = {
     "training": {"max_steps": 400, "batch_size": 64, "eval_every": 100, "lr": 2e-3},
@@ -257,6 +259,23 @@ def test_rollout_trend_is_the_window_trend_of_its_own_path(trained):
     assert trend.shape == (4, 11, context.shape[-1]) and path.shape == (4, 10, context.shape[-1])
     with torch.no_grad():
         assert torch.allclose(bundle.trend.window_trend(context, path), trend, atol=1e-5)
+
+
+def test_the_innovation_pool_holds_every_training_row_once(trained, plant):
+    # Overlapping windows hold each row up to 24 times. A pool that repeats a row makes its two nearest
+    # trends one real moment (replay); one that samples rows leaves a rare pump's few hours out by chance.
+    bundle = trained[0]
+    config = bundle.config
+    table = prepare_table(plant, config.data, config.window.seq_len)
+    train_segments, _ = split_by_time(table.segments, config)
+    starts = window_starts(train_segments, config.window.seq_len, config.window.stride)
+    training_rows = np.unique(starts[:, None] + np.arange(config.window.seq_len))
+    x, _ = bundle.transforms.transform(table.values)
+    # trend + residual is the data row the residual was measured at, whichever window it came from.
+    pooled = bundle.pools.residual_trends + bundle.pools.residuals
+    distances = np.linalg.norm(pooled[:, None, :] - x[None, training_rows, :], axis=-1)
+    assert float(distances.min(axis=1).max()) < 1e-4
+    assert sorted(training_rows[distances.argmin(axis=1)].tolist()) == training_rows.tolist()
 
 
 def test_innovations_come_from_the_nearest_trends():
