@@ -16,8 +16,8 @@ from model_core.bundle import FORMAT_VERSION, BundleError, load_bundle, save_bun
 from model_core.config import TSSynthConfig
 from model_core.diagnostics import diagnose
 from model_core.generate import generate, iter_generate
-from model_core.simulator import simulate_plant
 from model_core.schema import prepare_table
+from model_core.simulator import simulate_plant
 from model_core.train import Progress, TrainingCancelled, split_by_time, steps_within_budget, train
 from model_core.trend import InnovationPool, TemporalGRUGenerator
 from model_core.windows import window_starts
