@@ -271,7 +271,7 @@ def _one_occurrence_per_row(starts: np.ndarray, seq_len: int, generator: torch.G
 
     Overlapping windows hold a row up to L times (its trend differs a little with the history the window
     gives it). Sampling the pool from the flattened windows repeated some rows and, at 4096 of BATADAL's
-    190,000 window rows, left out others by chance: a pump that ran 4 hours in the year was in one pool
+    about 190,000 window rows, left out others by chance: a pump that ran 4 hours in the year was in one pool
     and not in the next, and its switching with it. One occurrence of every row (a random one) keeps the
     bootstrap faithful to the data's own frequencies; the cap then takes a random subset.
     """
