@@ -71,7 +71,8 @@ class TrendConfig(_Section):
         ge=0,
         le=4096,
         description="Rollout noise is drawn among the training residuals of the k rows whose trend is nearest "
-        "the current one (state-dependent noise); 0 = among all residuals.",
+        "the current one (state-dependent noise); 0 = among all residuals. 1 replays the training data "
+        "(each row is in the pool once, so its nearest trend is the real moment itself): keep 0 or >= 2.",
     )
 
 
