@@ -66,6 +66,7 @@ from model_core.train import default_threads, train
 #: Each ablation is a set of config overrides on top of the default config.
 ABLATIONS: list[tuple[str, dict[str, Any]]] = [
     ("trend off", {"trend": {"enabled": False}}),
+    ("stage-1 states off", {"trend": {"discrete_states": False}}),
     ("backbone transformer", {"diffusion": {"backbone_type": "transformer"}}),
     ("normalisation standard (bounds sigmoid)", {"transform": {"normalization": "standard"}}),
     ("standard, bounds none", {"transform": {"normalization": "standard", "bounds": "none"}}),
@@ -458,6 +459,8 @@ def _ablations(
     n = default["synthetic_windows"]
     out: dict[str, Any] = {}
     for label, overrides in ABLATIONS:
+        if overrides.get("trend", {}).get("discrete_states") is False and "discrete" not in kinds.values():
+            continue  # the same model as the default: stage 1 has no states to model
         tag = f"{dataset.name}: ablation '{label}'"
         bundle, train_seconds = _train(dataset, _config(dataset, settings, overrides), tag, log)
         synthetic, generate_seconds = _generate(bundle, n, settings.seq_len, None, None, tag, log)

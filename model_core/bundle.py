@@ -5,7 +5,7 @@ Layout::
     config.json           the pipeline configuration
     schema.json           features, kinds, categories, timestamp
     transforms.json/.npz  fitted transforms
-    pools.npz             trend contexts, bootstrap residuals with their trends, residual scaling
+    pools.npz             trend contexts, bootstrap residuals with their trends and states, residual scaling
     trend.safetensors     stage 1 weights (absent when the trend is disabled)
     denoiser.safetensors  stage 2 weights; denoiser_ema.safetensors the EMA copy used for sampling
     manifest.json         format version, provenance, training summary, validation diagnostics, and the
@@ -38,7 +38,9 @@ from model_core.schema import TableSchema
 from model_core.transforms import FittedTransforms
 from model_core.trend import TemporalGRUGenerator
 
-FORMAT_VERSION = 3  # 2: pools.npz holds the trend of each pooled residual; 3: denoiser sees the next trend
+# 2: pools.npz holds the trend of each pooled residual; 3: denoiser sees the next trend; 4: stage 1 models the
+# discrete states (pools.npz holds the contexts' and the residuals' states)
+FORMAT_VERSION = 4
 MANIFEST = "manifest.json"
 
 
@@ -51,8 +53,10 @@ class Pools:
     """Arrays the generator needs besides weights, all in the model's (transformed) space."""
 
     contexts: np.ndarray  # [N, C, Dc] real steps that warm up trend rollouts
+    context_tokens: np.ndarray  # [N, C, Dd] their discrete states (indices)
     residuals: np.ndarray  # [M, Dc] training residuals, bootstrapped as rollout noise
     residual_trends: np.ndarray  # [M, Dc] the trend at each of those residuals' rows
+    residual_states: np.ndarray  # [M, Dd] the discrete states at those rows
     residual_mean: np.ndarray  # [Dc] the diffusion models (residual - mean) / std
     residual_std: np.ndarray  # [Dc]
     clip: float  # bound on predicted normalised residuals during sampling
@@ -60,8 +64,10 @@ class Pools:
     def to_arrays(self) -> dict[str, np.ndarray]:
         return {
             "contexts": self.contexts,
+            "context_tokens": self.context_tokens,
             "residuals": self.residuals,
             "residual_trends": self.residual_trends,
+            "residual_states": self.residual_states,
             "residual_mean": self.residual_mean,
             "residual_std": self.residual_std,
             "clip": np.array(self.clip),
@@ -91,7 +97,8 @@ def build_networks(
     """Fresh (trend, denoiser, ema) for a config and a schema's feature counts."""
     trend = None
     if config.trend.enabled and n_continuous > 0:
-        trend = TemporalGRUGenerator(n_continuous, config.trend.hidden_size, config.trend.num_layers)
+        states = n_categories if config.trend.discrete_states else []
+        trend = TemporalGRUGenerator(n_continuous, config.trend.hidden_size, config.trend.num_layers, states)
     d = config.diffusion
 
     def denoiser() -> ResidualDenoiser:
@@ -161,8 +168,10 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> ModelBu
         with np.load(path / "pools.npz", allow_pickle=False) as arrays:
             pools = Pools(
                 contexts=arrays["contexts"],
+                context_tokens=arrays["context_tokens"],
                 residuals=arrays["residuals"],
                 residual_trends=arrays["residual_trends"],
+                residual_states=arrays["residual_states"],
                 residual_mean=arrays["residual_mean"],
                 residual_std=arrays["residual_std"],
                 clip=float(arrays["clip"]),

@@ -66,6 +66,12 @@ class TrendConfig(_Section):
     epochs: int = Field(15, ge=1, le=1000, description="Passes over the training windows.")
     lr: float = Field(3e-3, gt=0, le=1.0)
     context_len: int = Field(24, ge=1, le=4096, description="Real steps that warm up a rollout's hidden state.")
+    discrete_states: bool = Field(
+        True,
+        description="Stage 1 also reads the discrete states and samples the next ones in its rollout, so state "
+        "dwell times follow the data; the diffusion then fills in the continuous residual given them. Off: the "
+        "diffusion samples the states from the trend alone.",
+    )
     innovation_neighbours: int = Field(
         2,
         ge=0,

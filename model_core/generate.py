@@ -2,8 +2,10 @@
 
 Pipeline per chunk of sequences (bounded memory: only ``chunk_sequences`` sequences are in flight):
 
-1. stage 1 rolls out a trend of the requested length from contexts drawn from the training data;
-2. stage 2 samples the normalised residual and the discrete states jointly, window by window;
+1. stage 1 rolls out a trend of the requested length from contexts drawn from the training data, and
+   samples the discrete states along it (``trend.discrete_states``);
+2. stage 2 samples the normalised residual window by window, given the states (or, without stage-1
+   states, jointly with them);
 3. ``continuous = trend + residual * std + mean`` (exactly how ``train`` split them), then the inverse
    transforms give original units and formats, and exact couplings seen in the data (a pump's state
    and its zero flow; a pressure's range per pump state) are enforced, the sampled state leading (see
@@ -93,19 +95,25 @@ def sample_model_space(
     device = bundle.device
     pools = bundle.pools
     n_continuous = len(bundle.transforms.continuous)
+    states: torch.Tensor | None = None
     with torch.inference_mode():
         if bundle.trend is not None:
-            picks = torch.randint(0, len(pools.contexts), (n,), generator=generator)
-            context = torch.as_tensor(pools.contexts[picks.numpy()], dtype=torch.float32, device=device)
+            picks = torch.randint(0, len(pools.contexts), (n,), generator=generator).numpy()
+            context = torch.as_tensor(pools.contexts[picks], dtype=torch.float32, device=device)
+            context_tokens = torch.as_tensor(pools.context_tokens[picks], device=device)
             innovations = InnovationPool(
                 torch.as_tensor(pools.residual_trends, dtype=torch.float32, device=device),
                 torch.as_tensor(pools.residuals, dtype=torch.float32, device=device),
                 config.trend.innovation_neighbours,
+                torch.as_tensor(pools.residual_states, device=device),
+                bundle.trend.n_categories,
             )
-            trend, _ = bundle.trend.rollout(context, total, innovations, generator)
+            trend, _, rollout_states = bundle.trend.rollout(context, context_tokens, total, innovations, generator)
+            if bundle.trend.n_categories:
+                states = rollout_states.cpu()
         else:
             trend = torch.zeros(n, total + 1, n_continuous, device=device)
-        residual, tokens = _sample_residuals(bundle, trend, generator, sampler, steps)
+        residual, tokens = _sample_residuals(bundle, trend, generator, sampler, steps, states)
     mean = torch.as_tensor(pools.residual_mean, dtype=torch.float32, device=device)
     std = torch.as_tensor(pools.residual_std, dtype=torch.float32, device=device)
     continuous = trend[:, :total] + residual * std + mean
@@ -113,15 +121,25 @@ def sample_model_space(
 
 
 def _sample_residuals(
-    bundle: ModelBundle, trend: torch.Tensor, generator: torch.Generator, sampler: str | None, steps: int | None
+    bundle: ModelBundle,
+    trend: torch.Tensor,
+    generator: torch.Generator,
+    sampler: str | None,
+    steps: int | None,
+    states: torch.Tensor | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Residuals [n, total, Dc] and discrete states [n, total, Dd], window by window.
+
+    ``states`` given (sampled by stage 1) are held fixed like an inpainted part: the denoiser samples the
+    continuous residual given them. Otherwise the diffusion samples the states too.
+    """
     config = bundle.config
     window = config.window.seq_len
     n, total, n_continuous = trend.shape[0], trend.shape[1] - 1, trend.shape[2]
     overlap = window // 2
     mask_ids = torch.tensor(bundle.transforms.n_categories, dtype=torch.long)
     residual = torch.zeros(n, total, n_continuous)
-    tokens = torch.zeros(n, total, len(mask_ids), dtype=torch.long)
+    tokens = states[:, :total].clone() if states is not None else torch.zeros(n, total, len(mask_ids), dtype=torch.long)
     start, known = 0, 0
     while True:
         start = min(start, total - window)
@@ -129,7 +147,7 @@ def _sample_residuals(
             bundle,
             trend[:, start : start + window + 1],
             residual[:, start : start + known],
-            tokens[:, start : start + known],
+            tokens[:, start : start + (window if states is not None else known)],
             mask_ids,
             generator,
             sampler,
@@ -151,7 +169,8 @@ def _sample_window(
     sampler_name: str | None,
     steps: int | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Reverse diffusion of one window, with its first ``known`` steps held to given values."""
+    """Reverse diffusion of one window, with its first ``known`` steps held to given values (and the first
+    ``known_tokens.shape[1]`` steps of its states, which may be the whole window)."""
     config = bundle.config
     device = trend.device
     n, window, n_continuous = trend.shape[0], trend.shape[1] - 1, trend.shape[2]
@@ -159,7 +178,7 @@ def _sample_window(
     name = sampler_name or config.sampling.sampler
     sampler = make_sampler(name, schedule, config.sampling.eta, clip=bundle.pools.clip)
     sampler.set_timesteps(steps or config.sampling.steps if name == "ddim" else None)
-    known = known_residual.shape[1]
+    known, known_states = known_residual.shape[1], known_tokens.shape[1]
     x = torch.randn(n, window, n_continuous, generator=generator).to(device)
     tokens = mask_ids.expand(n, window, -1).clone().to(device)
     known_residual, known_tokens = known_residual.to(device), known_tokens.to(device)
@@ -168,12 +187,13 @@ def _sample_window(
         if known:
             noise = torch.randn(known_residual.shape, generator=generator).to(device)
             x[:, :known] = schedule.add_noise(known_residual, noise, torch.full((n,), t))
-            tokens[:, :known] = known_tokens
+        tokens[:, :known_states] = known_tokens
         velocity, logits = bundle.ema(x, trend, tokens, torch.full((n,), t, device=device))
         x = sampler.step(velocity, t, t_prev, x, generator)
         tokens = unmask_step(tokens, logits, t, t_prev, mask_ids, generator)
     if known:
-        x[:, :known], tokens[:, :known] = known_residual, known_tokens
+        x[:, :known] = known_residual
+    tokens[:, :known_states] = known_tokens
     return x, tokens
 
 

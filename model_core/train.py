@@ -110,27 +110,32 @@ def train(
     report(Progress("prepare", 1, 1))
 
     x = torch.as_tensor(continuous, dtype=torch.float32)
+    tokens = torch.as_tensor(discrete)
     trend_model, denoiser, ema = build_networks(config, x.shape[1], transforms.n_categories)
     trend_losses: list[float] = []
     if trend_model is not None:
-        trend_losses = _fit_trend(trend_model, x, train_segments, config, device, generator, report, stop)
+        trend_losses = _fit_trend(trend_model, x, tokens, train_segments, config, device, generator, report, stop)
 
-    context_len = config.trend.context_len
-    train_trend, train_starts = _window_trends(trend_model, x, train_segments, config, device)
-    train_residual = _window_residuals(x, train_trend, train_starts, config.window.seq_len)
+    context_len, seq_len = config.trend.context_len, config.window.seq_len
+    train_trend, train_starts = _window_trends(trend_model, x, tokens, train_segments, config, device)
+    train_residual = _window_residuals(x, train_trend, train_starts, seq_len)
     residual = train_residual.reshape(-1, x.shape[1])
     mean, std = residual.mean(0), residual.std(0).clamp_min(1e-6)
-    pooled = _one_occurrence_per_row(train_starts, config.window.seq_len, generator)[:MAX_POOL_RESIDUALS]
+    pooled = _one_occurrence_per_row(train_starts, seq_len, generator)[:MAX_POOL_RESIDUALS]
+    pooled_rows = (torch.as_tensor(train_starts)[:, None] + torch.arange(seq_len)).reshape(-1)[pooled]
+    context_rows = _sample_context_rows(train_segments, context_len, generator)
     pools = Pools(
-        contexts=_sample_contexts(x, train_segments, context_len, generator),
+        contexts=x[context_rows].numpy(),
+        context_tokens=tokens[context_rows].numpy(),
         residuals=residual[pooled].numpy(),
-        residual_trends=train_trend[:, : config.window.seq_len].reshape(-1, x.shape[1])[pooled].numpy(),
+        residual_trends=train_trend[:, :seq_len].reshape(-1, x.shape[1])[pooled].numpy(),
+        residual_states=tokens[pooled_rows].numpy(),
         residual_mean=mean.numpy(),
         residual_std=std.numpy(),
         clip=max(4.0, 1.1 * float(((residual - mean) / std).abs().max())),
     )
     train_set = _diffusion_windows(train_residual, discrete, train_trend, train_starts, mean, std)
-    val_trend, val_starts = _window_trends(trend_model, x, val_segments, config, device)
+    val_trend, val_starts = _window_trends(trend_model, x, tokens, val_segments, config, device)
     val_set = None
     if len(val_starts):
         val_residual = _window_residuals(x, val_trend, val_starts, config.window.seq_len)
@@ -190,6 +195,7 @@ def split_by_time(segments: list[tuple[int, int]], config: TSSynthConfig) -> tup
 def _fit_trend(
     model: TemporalGRUGenerator,
     x: torch.Tensor,
+    tokens: torch.Tensor,
     segments: list[tuple[int, int]],
     config: TSSynthConfig,
     device: torch.device,
@@ -197,7 +203,8 @@ def _fit_trend(
     report: ProgressCallback,
     stop: Callable[[], bool],
 ) -> list[float]:
-    """Teacher forcing: every step of a (context + window) span predicts the next step."""
+    """Teacher forcing: every step of a (context + window) span predicts the next step's continuous values
+    (squared error) and, with a state head, its discrete states (cross-entropy, averaged over features)."""
     # Context + window, shortened to the shortest segment so that every segment contributes.
     length = min(config.trend.context_len + config.window.seq_len, min(b - a for a, b in segments))
     starts = window_starts(segments, length, config.window.stride)
@@ -214,9 +221,9 @@ def _fit_trend(
             if stop():
                 raise TrainingCancelled("training cancelled")
             rows = torch.as_tensor(starts)[order[i * batch_size : (i + 1) * batch_size]][:, None] + torch.arange(length)
-            series = x[rows].to(device)
-            predictions, _ = model(series[:, :-1])
-            loss = torch.mean((predictions - series[:, 1:]) ** 2)
+            series, states = x[rows].to(device), tokens[rows].to(device)
+            predictions, logits, _ = model(series[:, :-1], states[:, :-1])
+            loss = torch.mean((predictions - series[:, 1:]) ** 2) + model.state_loss(logits, states[:, 1:])
             optimiser.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.training.grad_clip)
@@ -232,6 +239,7 @@ def _fit_trend(
 def _window_trends(
     model: TemporalGRUGenerator | None,
     x: torch.Tensor,
+    tokens: torch.Tensor,
     segments: list[tuple[int, int]],
     config: TSSynthConfig,
     device: torch.device,
@@ -255,8 +263,11 @@ def _window_trends(
     trends = []
     with torch.no_grad():
         for chunk in torch.split(rows, 4096):
-            series = x[chunk].to(device)
-            trends.append(model.window_trend(series[:, :context_len], series[:, context_len:]).cpu())
+            series, states = x[chunk].to(device), tokens[chunk].to(device)
+            trend = model.window_trend(
+                series[:, :context_len], series[:, context_len:], states[:, :context_len], states[:, context_len:]
+            )
+            trends.append(trend.cpu())
     return torch.cat(trends), starts
 
 
@@ -282,14 +293,11 @@ def _one_occurrence_per_row(starts: np.ndarray, seq_len: int, generator: torch.G
     return once[torch.randperm(len(once), generator=generator)]
 
 
-def _sample_contexts(
-    x: torch.Tensor, segments: list[tuple[int, int]], context_len: int, generator: torch.Generator
-) -> np.ndarray:
-    """Real context spans for rollouts, preferring those with a full history inside their segment."""
+def _sample_context_rows(segments: list[tuple[int, int]], context_len: int, generator: torch.Generator) -> torch.Tensor:
+    """Rows [N, C] of real context spans for rollouts, each inside one segment."""
     starts = window_starts(segments, context_len, 1)
     picks = torch.randperm(len(starts), generator=generator)[:MAX_CONTEXTS]
-    rows = torch.as_tensor(starts)[picks][:, None] + torch.arange(context_len)
-    return x[rows].numpy()
+    return torch.as_tensor(starts)[picks][:, None] + torch.arange(context_len)
 
 
 def _diffusion_windows(

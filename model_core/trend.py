@@ -1,18 +1,26 @@
 """Stage 1: ``TemporalGRUGenerator``, the trend model.
 
-A GRU over the (transformed) continuous features, trained by teacher forcing to predict the next step.
-The *trend* of a window is its one-step-ahead prediction ``trend_t = f(x_{t-C..t-1})`` from the ``C``
-real steps before each position; the *residual* ``x_t - trend_t`` is what stage 2 models.
+A GRU over the (transformed) continuous features and the discrete states, trained by teacher forcing to
+predict the next step: the continuous values (a regression) and each discrete feature's next state (a
+classification). The *trend* of a window is its one-step-ahead prediction ``trend_t = f(x_{t-C..t-1})``
+from the ``C`` real steps before each position; the *residual* ``x_t - trend_t`` is what stage 2 models.
 
 New trends come from a stochastic rollout: starting from a context of ``C`` steps, each step predicts
-``trend_t``, draws a residual vector from the pool of real training residuals (a bootstrap, so the
-rollout noise keeps the residuals' cross-feature correlation and heavy tails), and feeds
-``trend_t + residual`` back in. Rollouts are therefore as diverse as the data's own innovations and
-cannot collapse onto the deterministic fixed point of the GRU.
+``trend_t`` and the next states' probabilities, samples the states, draws a residual vector from the
+pool of real training residuals (a bootstrap, so the rollout noise keeps the residuals' cross-feature
+correlation and heavy tails), and feeds ``trend_t + residual`` and the states back in. Rollouts are
+therefore as diverse as the data's own innovations and cannot collapse onto the deterministic fixed
+point of the GRU.
 
-The draw is *local*: only among the residuals of the ``k`` training rows whose trend is nearest the
-current one. Innovations depend on the state: a pump that is running at a steady flow gets the
-innovations seen at such flows, not the jump of a pump switching on somewhere else in the plant.
+Why the states are sampled here: a pump's switching depends on how long it has run, which the GRU's
+hidden state can track and a nearest-neighbour bootstrap cannot. When the diffusion sampled the states
+from a trend without them, BATADAL's pump PU2 switched 1.31 times per day-long window (real: 0.92);
+sampled by stage 1, 0.99-1.01 (docs/DECISIONS.md, "Stage 1 samples the discrete states").
+
+The residual draw is *local*: only among the residuals of the ``k`` training rows whose trend is nearest
+the current one, among rows in the sampled states first. Innovations depend on the state: a pump that is
+running at a steady flow gets the innovations seen at such flows, not the jump of a pump switching on
+somewhere else in the plant.
 """
 
 from __future__ import annotations
@@ -21,70 +29,146 @@ import torch
 from torch import nn
 
 
+def one_hot_states(tokens: torch.Tensor, n_categories: list[int]) -> torch.Tensor:
+    """Discrete state indices [..., Dd] -> concatenated one-hot vectors [..., sum(n_categories)]."""
+    if not n_categories:
+        return tokens.new_zeros((*tokens.shape[:-1], 0), dtype=torch.float32)
+    parts = [nn.functional.one_hot(tokens[..., j], n).float() for j, n in enumerate(n_categories)]
+    return torch.cat(parts, dim=-1)
+
+
 class TemporalGRUGenerator(nn.Module):
-    def __init__(self, n_features: int, hidden_size: int, num_layers: int):
+    def __init__(self, n_features: int, hidden_size: int, num_layers: int, n_categories: list[int] | None = None):
         super().__init__()
-        self.gru = nn.GRU(n_features, hidden_size, num_layers=num_layers, batch_first=True)
+        self.n_categories = list(n_categories or [])
+        n_states = sum(self.n_categories)
+        self.gru = nn.GRU(n_features + n_states, hidden_size, num_layers=num_layers, batch_first=True)
         self.head = nn.Linear(hidden_size, n_features)
+        self.state_head = nn.Linear(hidden_size, n_states) if n_states else None
+        # The current states' direct say in the next ones (a learned transition matrix), beside the GRU's:
+        # the discrete analogue of predicting the change. A pump that ran twice for two hours in a year
+        # leaves too few steps to teach the shared hidden state that its runs last; one weight per
+        # (current state, next state) learns it from those few steps.
+        self.state_transition = nn.Linear(n_states, n_states, bias=False) if n_states else None
 
-    def forward(self, x: torch.Tensor, hidden: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """``x`` [B, L, D] -> predictions [B, L, D] where ``out[:, t]`` predicts ``x[:, t + 1]``."""
-        out, hidden = self.gru(x, hidden)
+    def forward(
+        self, x: torch.Tensor, tokens: torch.Tensor, hidden: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``x`` [B, L, D] and state indices ``tokens`` [B, L, Dd] -> (predictions [B, L, D], state logits
+        [B, L, sum(n_categories)], hidden), where position ``t`` predicts step ``t + 1``.
+
+        ``tokens`` is ignored (may have Dd = 0) when the model does not model states.
+        """
+        if self.state_head is None or self.state_transition is None:
+            out, hidden = self.gru(x, hidden)
+            return x + self.head(out), out.new_zeros((*out.shape[:-1], 0)), hidden
+        states = one_hot_states(tokens, self.n_categories).to(x.device)
+        out, hidden = self.gru(torch.cat([x, states], dim=-1), hidden)
+        logits = self.state_head(out) + self.state_transition(states)
         # Predict the change, not the level: the identity is a strong prior for slow sensors.
-        return x + self.head(out), hidden
+        return x + self.head(out), logits, hidden
 
-    def window_trend(self, context: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
-        """Trend [B, L + 1, D] of ``window`` [B, L, D] given the ``context`` [B, C, D] right before it.
+    def state_loss(self, logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of the next states, averaged over the discrete features (0 without states)."""
+        if not self.n_categories:
+            return logits.new_zeros(())
+        losses = [
+            nn.functional.cross_entropy(part.reshape(-1, n), tokens[..., j].reshape(-1))
+            for j, (part, n) in enumerate(zip(logits.split(self.n_categories, dim=-1), self.n_categories, strict=True))
+        ]
+        return torch.stack(losses).mean()
+
+    def window_trend(
+        self, context: torch.Tensor, window: torch.Tensor, context_tokens: torch.Tensor, window_tokens: torch.Tensor
+    ) -> torch.Tensor:
+        """Trend [B, L + 1, D] of ``window`` [B, L, D] given the ``context`` [B, C, D] right before it
+        (and the states of both).
 
         The extra last step is the prediction of the step after the window. Step ``t + 1``'s trend is
         computed from ``x_t``, so it tells the denoiser which residual step ``t`` had (see
         ``ResidualDenoiser.forward``).
         """
-        predictions, _ = self(torch.cat([context, window], dim=1))
+        tokens = torch.cat([context_tokens, window_tokens], dim=1)
+        predictions, _, _ = self(torch.cat([context, window], dim=1), tokens)
         return predictions[:, context.shape[1] - 1 :]
+
+    def sample_states(self, logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """One state per discrete feature [B, Dd] from the state logits [B, sum(n_categories)]."""
+        if not self.n_categories:
+            return torch.zeros(len(logits), 0, dtype=torch.long, device=logits.device)
+        # Gumbel-max, one uniform draw for all features (cheaper than a multinomial per feature).
+        uniform = torch.rand(logits.shape, generator=generator).to(logits.device).clamp_min(1e-20)
+        perturbed = logits - torch.log(-torch.log(uniform))
+        return torch.stack([part.argmax(dim=-1) for part in perturbed.split(self.n_categories, dim=-1)], dim=-1)
 
     @torch.no_grad()
     def rollout(
-        self, context: torch.Tensor, length: int, innovations: InnovationPool, generator: torch.Generator
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Generate ``length`` steps after ``context`` [B, C, D].
+        self,
+        context: torch.Tensor,
+        context_tokens: torch.Tensor,
+        length: int,
+        innovations: InnovationPool,
+        generator: torch.Generator,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Generate ``length`` steps after ``context`` [B, C, D] with its states ``context_tokens``.
 
-        Returns ``(trend, path)``: the trend [B, length + 1, D] the diffusion stage is conditioned on (as
-        ``window_trend``, with the step after the last) and the sampled path [B, length, D] it was rolled
-        out along.
+        Returns ``(trend, path, tokens)``: the trend [B, length + 1, D] the diffusion stage is conditioned
+        on (as ``window_trend``, with the step after the last), the sampled path [B, length, D] it was
+        rolled out along and the sampled states [B, length, Dd] (Dd = 0 without a state head).
         """
-        predictions, hidden = self(context)
-        prediction = predictions[:, -1:]
-        trends, path = [], []
+        predictions, logits, hidden = self(context, context_tokens)
+        prediction, logit = predictions[:, -1:], logits[:, -1]
+        trends, path, states = [], [], []
         for _ in range(length):
-            value = prediction + innovations.draw(prediction[:, 0], generator)[:, None]
+            state = self.sample_states(logit, generator)
+            value = prediction + innovations.draw(prediction[:, 0], generator, state)[:, None]
             trends.append(prediction)
             path.append(value)
-            prediction, hidden = self(value, hidden)
+            states.append(state)
+            prediction, logits, hidden = self(value, state[:, None], hidden)
+            logit = logits[:, -1]
         trends.append(prediction)
-        return torch.cat(trends, dim=1), torch.cat(path, dim=1)
+        return torch.cat(trends, dim=1), torch.cat(path, dim=1), torch.stack(states, dim=1)
 
 
 class InnovationPool:
-    """Training residuals with the trend they occurred at; draws among the ``neighbours`` nearest trends.
+    """Training residuals with the trend and the states they occurred at.
 
-    ``neighbours`` 0 draws from the whole pool (a plain bootstrap).
+    ``draw`` picks among the ``neighbours`` rows whose trend is nearest the current one, taken from the
+    rows with the fewest states differing from the current states (the same states, where the pool has
+    them). ``neighbours`` 0 draws from the whole pool (a plain bootstrap, states ignored).
     """
 
-    def __init__(self, trends: torch.Tensor, residuals: torch.Tensor, neighbours: int):
+    def __init__(
+        self,
+        trends: torch.Tensor,
+        residuals: torch.Tensor,
+        neighbours: int,
+        states: torch.Tensor | None = None,
+        n_categories: list[int] | None = None,
+    ):
         self.trends = trends
         self.residuals = residuals
         self.neighbours = min(neighbours, len(residuals))
+        self.n_categories = list(n_categories or [])
         self._squared_norms = (trends * trends).sum(dim=1)
+        self._states = None
+        if states is not None and self.n_categories:
+            self._states = one_hot_states(states, self.n_categories).to(trends.device)
+            # Larger than any difference of trend distances, so one differing state outweighs any trend.
+            self._state_penalty = 8.0 * float(self._squared_norms.max()) + 1.0
 
-    def draw(self, trend: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """One residual [B, D] for each current trend [B, D]."""
+    def draw(self, trend: torch.Tensor, generator: torch.Generator, states: torch.Tensor | None = None) -> torch.Tensor:
+        """One residual [B, D] for each current trend [B, D] (and current states [B, Dd])."""
         batch = len(trend)
         if self.neighbours == 0:
             rows = torch.randint(0, len(self.residuals), (batch,), generator=generator)
         else:
             # Squared distances up to a per-row constant: |t|^2 is the same for all candidates of a row.
             distances = self._squared_norms - 2.0 * trend @ self.trends.T
+            if self._states is not None and states is not None:
+                matching = one_hot_states(states, self.n_categories).to(trend.device) @ self._states.T
+                distances = distances + self._state_penalty * (len(self.n_categories) - matching)
             nearest = distances.topk(self.neighbours, dim=1, largest=False).indices
             pick = torch.randint(0, self.neighbours, (batch, 1), generator=generator).to(nearest.device)
             rows = nearest.gather(1, pick)[:, 0]

@@ -15,7 +15,7 @@ import torch
 from model_core.bundle import FORMAT_VERSION, BundleError, load_bundle, save_bundle
 from model_core.config import TSSynthConfig
 from model_core.diagnostics import diagnose
-from model_core.generate import generate, iter_generate
+from model_core.generate import generate, iter_generate, sample_model_space
 from model_core.schema import prepare_table
 from model_core.simulator import simulate_plant
 from model_core.train import Progress, TrainingCancelled, split_by_time, steps_within_budget, train
@@ -238,12 +238,17 @@ def test_trend_rollouts_are_diverse_and_seeded(trained):
     assert isinstance(trend, TemporalGRUGenerator)
     pools = trained[0].pools
     context = torch.as_tensor(pools.contexts[:1], dtype=torch.float32).expand(50, -1, -1)
+    context_tokens = torch.as_tensor(pools.context_tokens[:1]).expand(50, -1, -1)
     innovations = InnovationPool(
-        torch.as_tensor(pools.residual_trends), torch.as_tensor(pools.residuals), trained[0].config.trend.innovation_neighbours
+        torch.as_tensor(pools.residual_trends),
+        torch.as_tensor(pools.residuals),
+        trained[0].config.trend.innovation_neighbours,
+        torch.as_tensor(pools.residual_states),
+        trend.n_categories,
     )
-    first, _ = trend.rollout(context, 24, innovations, torch.Generator().manual_seed(0))
-    again, _ = trend.rollout(context, 24, innovations, torch.Generator().manual_seed(0))
-    assert torch.equal(first, again)
+    first, _, first_states = trend.rollout(context, context_tokens, 24, innovations, torch.Generator().manual_seed(0))
+    again, _, again_states = trend.rollout(context, context_tokens, 24, innovations, torch.Generator().manual_seed(0))
+    assert torch.equal(first, again) and torch.equal(first_states, again_states)
     # Fifty rollouts from one context spread out instead of collapsing onto one path.
     assert float(first[:, -1].std(0).mean()) > 0.1 * float(torch.as_tensor(pools.contexts).std())
 
@@ -254,11 +259,13 @@ def test_rollout_trend_is_the_window_trend_of_its_own_path(trained):
     bundle = trained[0]
     assert bundle.trend is not None
     context = torch.as_tensor(bundle.pools.contexts[:4], dtype=torch.float32)
+    context_tokens = torch.as_tensor(bundle.pools.context_tokens[:4])
     innovations = InnovationPool(torch.as_tensor(bundle.pools.residual_trends), torch.as_tensor(bundle.pools.residuals), 0)
-    trend, path = bundle.trend.rollout(context, 10, innovations, torch.Generator().manual_seed(0))
+    trend, path, states = bundle.trend.rollout(context, context_tokens, 10, innovations, torch.Generator().manual_seed(0))
     assert trend.shape == (4, 11, context.shape[-1]) and path.shape == (4, 10, context.shape[-1])
+    assert states.shape == (4, 10, len(bundle.transforms.discrete))
     with torch.no_grad():
-        assert torch.allclose(bundle.trend.window_trend(context, path), trend, atol=1e-5)
+        assert torch.allclose(bundle.trend.window_trend(context, path, context_tokens, states), trend, atol=1e-5)
 
 
 def test_the_innovation_pool_holds_every_training_row_once(trained, plant):
@@ -289,6 +296,44 @@ def test_innovations_come_from_the_nearest_trends():
     # neighbours=0 is the plain bootstrap: both regimes appear whatever the trend.
     anywhere = InnovationPool(trends, residuals, neighbours=0).draw(torch.full((500, 1), -4.0), generator)
     assert 0.3 < float((anywhere == 3.0).float().mean()) < 0.7
+
+
+def test_innovations_come_from_rows_in_the_current_states_first():
+    # The nearest trends were seen with the pump off (residual 0), rows a little further with it on (residual
+    # 1): a rollout that has just sampled "on" gets the innovations of a running pump.
+    trends = torch.cat([torch.zeros(50, 1), torch.full((50, 1), 0.5)])
+    residuals = torch.cat([torch.zeros(50, 1), torch.ones(50, 1)])
+    states = torch.cat([torch.zeros(50, 1, dtype=torch.long), torch.ones(50, 1, dtype=torch.long)])
+    pool = InnovationPool(trends, residuals, 4, states, [2])
+    generator = torch.Generator().manual_seed(0)
+    query = torch.zeros(200, 1)
+    assert bool((pool.draw(query, generator, torch.ones(200, 1, dtype=torch.long)) == 1.0).all())
+    assert bool((pool.draw(query, generator, torch.zeros(200, 1, dtype=torch.long)) == 0.0).all())
+    # A state combination the pool lacks falls back to the nearest trends among the closest combinations.
+    two_features = InnovationPool(trends, residuals, 4, torch.cat([states, torch.zeros(100, 1, dtype=torch.long)], 1), [2, 2])
+    unseen = torch.tensor([[1, 1]]).expand(200, -1)
+    assert bool((two_features.draw(query, generator, unseen) == 1.0).all())
+
+
+def test_generated_states_are_the_states_stage_1_sampled(trained):
+    # The denoiser holds stage 1's states and fills in the continuous residual given them.
+    bundle = trained[0]
+    assert bundle.trend is not None and bundle.trend.n_categories == bundle.transforms.n_categories
+    generator = torch.Generator().manual_seed(3)
+    _, tokens = sample_model_space(bundle, 16, 30, generator)
+    generator = torch.Generator().manual_seed(3)
+    picks = torch.randint(0, len(bundle.pools.contexts), (16,), generator=generator).numpy()
+    innovations = InnovationPool(
+        torch.as_tensor(bundle.pools.residual_trends),
+        torch.as_tensor(bundle.pools.residuals),
+        bundle.config.trend.innovation_neighbours,
+        torch.as_tensor(bundle.pools.residual_states),
+        bundle.trend.n_categories,
+    )
+    context = torch.as_tensor(bundle.pools.contexts[picks], dtype=torch.float32)
+    _, _, states = bundle.trend.rollout(context, torch.as_tensor(bundle.pools.context_tokens[picks]), 30, innovations, generator)
+    assert np.array_equal(tokens, states.numpy())
+    assert len(np.unique(tokens[..., 0])) > 1
 
 
 def test_a_spent_time_budget_shortens_the_denoiser_run_and_says_so(plant):
