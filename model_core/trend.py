@@ -38,6 +38,8 @@ def one_hot_states(tokens: torch.Tensor, n_categories: list[int]) -> torch.Tenso
 
 
 class TemporalGRUGenerator(nn.Module):
+    transition_mask: torch.Tensor  # [S, S] block-diagonal: 1 where a weight links two states of one feature
+
     def __init__(self, n_features: int, hidden_size: int, num_layers: int, n_categories: list[int] | None = None):
         super().__init__()
         self.n_categories = list(n_categories or [])
@@ -45,11 +47,14 @@ class TemporalGRUGenerator(nn.Module):
         self.gru = nn.GRU(n_features + n_states, hidden_size, num_layers=num_layers, batch_first=True)
         self.head = nn.Linear(hidden_size, n_features)
         self.state_head = nn.Linear(hidden_size, n_states) if n_states else None
-        # The current states' direct say in the next ones (a learned transition matrix), beside the GRU's:
-        # the discrete analogue of predicting the change. A pump that ran twice for two hours in a year
-        # leaves too few steps to teach the shared hidden state that its runs last; one weight per
-        # (current state, next state) learns it from those few steps.
+        # Each feature's current state has a direct say in its next one (a learned transition matrix per
+        # feature, beside the GRU): the discrete analogue of predicting the change. A pump that ran twice
+        # for two hours in a year leaves too few steps to teach the shared hidden state that its runs last;
+        # one weight per (current state, next state) learns it from those few steps. Block-diagonal: a full
+        # matrix let one pump's state push another's directly, and measured worse (docs/DECISIONS.md).
         self.state_transition = nn.Linear(n_states, n_states, bias=False) if n_states else None
+        blocks = torch.block_diag(*[torch.ones(n, n) for n in self.n_categories]) if n_states else torch.zeros(0, 0)
+        self.register_buffer("transition_mask", blocks, persistent=False)
 
     def forward(
         self, x: torch.Tensor, tokens: torch.Tensor, hidden: torch.Tensor | None = None
@@ -64,7 +69,8 @@ class TemporalGRUGenerator(nn.Module):
             return x + self.head(out), out.new_zeros((*out.shape[:-1], 0)), hidden
         states = one_hot_states(tokens, self.n_categories).to(x.device)
         out, hidden = self.gru(torch.cat([x, states], dim=-1), hidden)
-        logits = self.state_head(out) + self.state_transition(states)
+        transition = nn.functional.linear(states, self.state_transition.weight * self.transition_mask)
+        logits = self.state_head(out) + transition
         # Predict the change, not the level: the identity is a strong prior for slow sensors.
         return x + self.head(out), logits, hidden
 
