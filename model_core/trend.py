@@ -157,12 +157,17 @@ class InnovationPool:
         self.residuals = residuals
         self.neighbours = min(neighbours, len(residuals))
         self.n_categories = list(n_categories or [])
-        self._squared_norms = (trends * trends).sum(dim=1)
-        self._states = None
+        squared_norms = (trends * trends).sum(dim=1)
+        # Squared distances up to a per-query constant (|t|^2 is the same for all candidates of a query):
+        # offsets - 2 * query @ keys.T. With states, each differing state adds a penalty larger than any
+        # difference of trend distances, folded into the same product: keys [trend, one-hot states],
+        # query [trend, penalty / 2 * one-hot states], offsets |trend|^2 + penalty * Dd, so matching
+        # states cancel the offset (one matrix product per step instead of two passes over the distances).
+        self._keys, self._offsets, self._state_penalty = trends, squared_norms, 0.0
         if states is not None and self.n_categories:
-            self._states = one_hot_states(states, self.n_categories).to(trends.device)
-            # Larger than any difference of trend distances, so one differing state outweighs any trend.
-            self._state_penalty = 8.0 * float(self._squared_norms.max()) + 1.0
+            self._state_penalty = 8.0 * float(squared_norms.max()) + 1.0
+            self._keys = torch.cat([trends, one_hot_states(states, self.n_categories).to(trends.device)], dim=1)
+            self._offsets = squared_norms + self._state_penalty * len(self.n_categories)
 
     def draw(self, trend: torch.Tensor, generator: torch.Generator, states: torch.Tensor | None = None) -> torch.Tensor:
         """One residual [B, D] for each current trend [B, D] (and current states [B, Dd])."""
@@ -170,11 +175,12 @@ class InnovationPool:
         if self.neighbours == 0:
             rows = torch.randint(0, len(self.residuals), (batch,), generator=generator)
         else:
-            # Squared distances up to a per-row constant: |t|^2 is the same for all candidates of a row.
-            distances = self._squared_norms - 2.0 * trend @ self.trends.T
-            if self._states is not None and states is not None:
-                matching = one_hot_states(states, self.n_categories).to(trend.device) @ self._states.T
-                distances = distances + self._state_penalty * (len(self.n_categories) - matching)
+            query = trend
+            if self._state_penalty:
+                if states is None:
+                    raise ValueError("this pool matches states: pass the current states")
+                query = torch.cat([trend, 0.5 * self._state_penalty * one_hot_states(states, self.n_categories)], dim=1)
+            distances = self._offsets - 2.0 * query @ self._keys.T
             nearest = distances.topk(self.neighbours, dim=1, largest=False).indices
             pick = torch.randint(0, self.neighbours, (batch, 1), generator=generator).to(nearest.device)
             rows = nearest.gather(1, pick)[:, 0]
