@@ -153,7 +153,6 @@ class InnovationPool:
         states: torch.Tensor | None = None,
         n_categories: list[int] | None = None,
     ):
-        self.trends = trends
         self.residuals = residuals
         self.neighbours = min(neighbours, len(residuals))
         self.n_categories = list(n_categories or [])
