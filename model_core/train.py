@@ -122,7 +122,7 @@ def train(
     residual = train_residual.reshape(-1, x.shape[1])
     mean, std = residual.mean(0), residual.std(0).clamp_min(1e-6)
     pooled = _one_occurrence_per_row(train_starts, seq_len, generator)[:MAX_POOL_RESIDUALS]
-    pooled_rows = (torch.as_tensor(train_starts)[:, None] + torch.arange(seq_len)).reshape(-1)[pooled]
+    pooled_rows = _window_rows(train_starts, seq_len).reshape(-1)[pooled]
     context_rows = _sample_context_rows(train_segments, context_len, generator)
     pools = Pools(
         contexts=x[context_rows].numpy(),
@@ -273,8 +273,12 @@ def _window_trends(
 
 def _window_residuals(x: torch.Tensor, trend: torch.Tensor, starts: np.ndarray, seq_len: int) -> torch.Tensor:
     """Residual ``x_t - trend_t`` [W, L, Dc] of every window, in model units (before standardising)."""
-    rows = torch.as_tensor(starts)[:, None] + torch.arange(seq_len)
-    return x[rows] - trend[:, :seq_len]
+    return x[_window_rows(starts, seq_len)] - trend[:, :seq_len]
+
+
+def _window_rows(starts: np.ndarray, length: int) -> torch.Tensor:
+    """Series rows [W, length] of the windows starting at ``starts``."""
+    return torch.as_tensor(starts)[:, None] + torch.arange(length)
 
 
 def _one_occurrence_per_row(starts: np.ndarray, seq_len: int, generator: torch.Generator) -> torch.Tensor:
@@ -286,7 +290,7 @@ def _one_occurrence_per_row(starts: np.ndarray, seq_len: int, generator: torch.G
     and not in the next, and its switching with it. One occurrence of every row (a random one) keeps the
     bootstrap faithful to the data's own frequencies; the cap then takes a random subset.
     """
-    rows = (torch.as_tensor(starts)[:, None] + torch.arange(seq_len)).reshape(-1)
+    rows = _window_rows(starts, seq_len).reshape(-1)
     order = torch.randperm(len(rows), generator=generator)
     _, first = np.unique(rows[order].numpy(), return_index=True)
     once = order[torch.as_tensor(first)]
@@ -297,7 +301,7 @@ def _sample_context_rows(segments: list[tuple[int, int]], context_len: int, gene
     """Rows [N, C] of real context spans for rollouts, each inside one segment."""
     starts = window_starts(segments, context_len, 1)
     picks = torch.randperm(len(starts), generator=generator)[:MAX_CONTEXTS]
-    return torch.as_tensor(starts)[picks][:, None] + torch.arange(context_len)
+    return _window_rows(starts[picks.numpy()], context_len)
 
 
 def _diffusion_windows(
@@ -308,7 +312,7 @@ def _diffusion_windows(
     mean: torch.Tensor,
     std: torch.Tensor,
 ) -> dict[str, torch.Tensor]:
-    rows = torch.as_tensor(starts)[:, None] + torch.arange(residual.shape[1])
+    rows = _window_rows(starts, residual.shape[1])
     return {
         "residual": (residual - mean) / std,
         "trend": trend,
