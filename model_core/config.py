@@ -129,7 +129,7 @@ class TrainingConfig(_Section):
     weight_decay: float = Field(1e-4, ge=0.0)
     grad_clip: float = Field(1.0, gt=0.0)
     ema_decay: float = Field(0.995, ge=0.0, lt=1.0)
-    val_fraction: float = Field(0.1, ge=0.0, lt=0.5, description="Last share of the series (by time) held out.")
+    val_fraction: float = Field(0.1, ge=0.0, lt=0.5, description="Share of the rows held out for validation, in blocks spread over the series.")
     eval_every: int = Field(250, ge=1, description="Steps between validation losses.")
     patience: int = Field(6, ge=0, description="Validations without improvement before stopping; 0 = never stop early.")
     seed: int = 0

@@ -268,6 +268,27 @@ def test_rollout_trend_is_the_window_trend_of_its_own_path(trained):
         assert torch.allclose(bundle.trend.window_trend(context, path, context_tokens, states), trend, atol=1e-5)
 
 
+def test_validation_blocks_are_spread_over_the_series_and_never_train():
+    # One block at the end kept the newest regime out of training; blocks spread over time do not.
+    config = TSSynthConfig()
+    seq_len = config.window.seq_len
+    segments = [(0, 6000), (6000, 6100), (6100, 8761)]
+    train_segments, val_segments = split_by_time(segments, config)
+    train_rows, val_rows = (np.concatenate([np.arange(a, b) for a, b in spans]) for spans in (train_segments, val_segments))
+    assert not np.intersect1d(train_rows, val_rows).size
+    assert abs(len(val_rows) - 0.1 * 8761) <= 2 * seq_len
+    # Every tenth of the series holds validation rows and training rows.
+    tenths = np.linspace(0, 8761, 11)
+    assert (np.histogram(val_rows, tenths)[0] > 0).all() and (np.histogram(train_rows, tenths)[0] > 0).all()
+    # No piece crosses a segment boundary or is too short for a window.
+    for a, b in train_segments + val_segments:
+        assert b - a >= seq_len and any(s <= a and b <= e for s, e in segments)
+    # Too little data for a validation window, or val_fraction 0: everything trains.
+    assert split_by_time([(0, 200)], config) == ([(0, 200)], [])
+    no_validation = TSSynthConfig.model_validate({"training": {"val_fraction": 0.0}})
+    assert split_by_time(segments, no_validation) == (segments, [])
+
+
 def test_the_innovation_pool_holds_every_training_row_once(trained, plant):
     # Overlapping windows hold each row up to 24 times. A pool that repeats a row makes its two nearest
     # trends one real moment (replay); one that samples rows leaves a rare pump's few hours out by chance.
