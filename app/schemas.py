@@ -79,7 +79,10 @@ class ModelDetail(ModelSummary):
     schema_: SchemaOut = Field(alias="schema")
     config: dict[str, Any]
     training: dict[str, Any] = Field(description="Training summary: device, seconds, losses, steps.")
-    validation: dict[str, Any] = Field(description="Diagnostics of generated vs held-out windows.")
+    validation: dict[str, Any] = Field(description="Diagnostics of generated windows vs the held-out rows.")
+    validation_rows: int | None = Field(
+        None, description="Rows held out for validation (0: the diagnostics compare with training rows; null: not recorded)."
+    )
     data_sha256: str | None
     package_version: str | None
 

@@ -69,6 +69,7 @@ def test_training_reports_progress_in_stage_order_and_fills_the_manifest(trained
     assert last_diffusion.step == bundle.manifest["training"]["steps"] and last_diffusion.eta_seconds == 0
     assert bundle.manifest["rows"] == 1500 and len(bundle.manifest["data_sha256"]) == 64
     assert bundle.manifest["validation"]["summary"]["ks_mean"] is not None
+    assert bundle.manifest["validation_rows"] == 150  # val_fraction 0.1, in 3 blocks of 50 rows
     assert seconds < 120  # tiny on purpose; the budget is generous for slow CI machines
 
 

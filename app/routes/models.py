@@ -46,6 +46,7 @@ async def get_model(name: str, deps: Deps) -> ModelDetail:
         config=served.bundle.config.model_dump(),
         training=manifest.get("training", {}),
         validation=manifest.get("validation", {}),
+        validation_rows=manifest.get("validation_rows"),
         data_sha256=manifest.get("data_sha256"),
         package_version=manifest.get("package_version"),
     )
