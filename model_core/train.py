@@ -229,6 +229,8 @@ def _fit_trend(
     # Context + window, shortened to the shortest segment so that every segment contributes.
     length = min(config.trend.context_len + config.window.seq_len, min(b - a for a, b in segments))
     starts = window_starts(segments, length, config.window.stride)
+    pairs = torch.cat([torch.arange(a, b - 1) for a, b in segments])
+    model.start_from_counts(tokens[pairs], tokens[pairs + 1])
     model.to(device).train()
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.trend.lr, weight_decay=config.training.weight_decay)
     batch_size = config.training.batch_size

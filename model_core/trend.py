@@ -56,6 +56,27 @@ class TemporalGRUGenerator(nn.Module):
         blocks = torch.block_diag(*[torch.ones(n, n) for n in self.n_categories]) if n_states else torch.zeros(0, 0)
         self.register_buffer("transition_mask", blocks, persistent=False)
 
+    @torch.no_grad()
+    def start_from_counts(self, current: torch.Tensor, following: torch.Tensor) -> None:
+        """Set each feature's transition weights to the log of its counted transition frequencies.
+
+        ``current`` and ``following`` [N, Dd] are the states of N consecutive row pairs. Training then
+        starts from the first-order Markov chain of every feature (add-one smoothed), and the GRU head
+        learns what the history adds. From random weights, a pump that ran twice for two hours in a year
+        gives too few steps to learn that its runs last: its runs came out one hour long.
+        """
+        if self.state_transition is None:
+            return
+        weight = torch.zeros_like(self.state_transition.weight)
+        offset = 0
+        for j, n in enumerate(self.n_categories):
+            counts = torch.ones(n, n)  # [next, current], add-one smoothing
+            counts.index_put_((following[:, j].cpu(), current[:, j].cpu()), torch.ones(len(current)), accumulate=True)
+            block = slice(offset, offset + n)
+            weight[block, block] = (counts / counts.sum(dim=0, keepdim=True)).log().to(weight.device)
+            offset += n
+        self.state_transition.weight.copy_(weight)
+
     def forward(
         self, x: torch.Tensor, tokens: torch.Tensor, hidden: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

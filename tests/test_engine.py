@@ -337,6 +337,25 @@ def test_innovations_come_from_rows_in_the_current_states_first():
     assert bool((two_features.draw(query, generator, unseen) == 1.0).all())
 
 
+def test_state_transitions_start_from_the_counted_markov_chain():
+    # A rare pump: on in 4 rows of 2000, in two 2-hour runs, so "on" stays on half the time.
+    pump = torch.zeros(2000, dtype=torch.long)
+    pump[[500, 501, 1500, 1501]] = 1
+    valve = torch.arange(2000) // 100 % 2  # switches every 100 rows
+    tokens = torch.stack([pump, valve], dim=1)
+    model = TemporalGRUGenerator(1, 8, 1, [2, 2])
+    model.start_from_counts(tokens[:-1], tokens[1:])
+    with torch.no_grad():
+        model.state_head.weight.zero_()
+        model.state_head.bias.zero_()
+        _, logits, _ = model(torch.zeros(4, 1, 1), torch.tensor([[[1, 0]], [[0, 0]], [[0, 1]], [[1, 1]]]))
+    stay_on, turn_on = logits[0, 0, :2].softmax(-1)[1], logits[1, 0, :2].softmax(-1)[1]
+    assert abs(float(stay_on) - 3 / 6) < 1e-5  # 2 of 4 on-rows stay on, add-one smoothed: (2+1)/(4+2)
+    assert abs(float(turn_on) - 3 / 1997) < 1e-6
+    # Each feature's own chain only: the pump's state does not move the valve's logits.
+    assert torch.allclose(logits[2, 0, 2:], logits[3, 0, 2:]) and float(logits[2, 0, 2:].softmax(-1)[1]) > 0.98
+
+
 def test_generated_states_are_the_states_stage_1_sampled(trained):
     # The denoiser holds stage 1's states and fills in the continuous residual given them.
     bundle = trained[0]
