@@ -50,8 +50,9 @@ class TemporalGRUGenerator(nn.Module):
         # Each feature's current state has a direct say in its next one (a learned transition matrix per
         # feature, beside the GRU): the discrete analogue of predicting the change. A pump that ran twice
         # for two hours in a year leaves too few steps to teach the shared hidden state that its runs last;
-        # one weight per (current state, next state) learns it from those few steps. Block-diagonal: a full
-        # matrix let one pump's state push another's directly, and measured worse (docs/DECISIONS.md).
+        # one weight per (current state, next state), started from the counted chain (``start_from_counts``),
+        # holds it from those few steps. Block-diagonal: a full matrix let one pump's state push another's
+        # directly, and measured worse (docs/DECISIONS.md).
         self.state_transition = nn.Linear(n_states, n_states, bias=False) if n_states else None
         blocks = torch.block_diag(*[torch.ones(n, n) for n in self.n_categories]) if n_states else torch.zeros(0, 0)
         self.register_buffer("transition_mask", blocks, persistent=False)
