@@ -164,7 +164,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             "raise it, or set it to null, to train them all"
         )
     print(_couplings_line(bundle.schema))
-    held_out = bundle.manifest.get("validation_rows", 0)
+    held_out = bundle.manifest["validation_rows"]
     against = f"{held_out} held-out rows" if held_out else "training rows, none held out"
     print(f"\nvalidation (generated windows vs {against}):")
     print(format_report(DiagnosticsReport.model_validate(bundle.manifest["validation"])))
