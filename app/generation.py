@@ -102,7 +102,8 @@ def response(
         rows = list(zip(*columns, strict=True))
         data = [[list(row) for row in rows[s * p.seq_len : (s + 1) * p.seq_len]] for s in range(p.n_sequences)]
         if timestamp is not None and timestamp in frame.columns:
-            timestamps = frame[timestamp].iloc[: p.seq_len].tolist()
+            stamps = frame[timestamp].tolist()
+            timestamps = [stamps[s * p.seq_len : (s + 1) * p.seq_len] for s in range(p.n_sequences)]
     return GenerateResponse(
         model=name,
         version=version,

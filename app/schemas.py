@@ -119,8 +119,10 @@ class GenerateResponse(BaseModel):
     steps: int | None = Field(description="DDIM steps used (None for DDPM, which runs every timestep).")
     layout: Layout
     features: list[str]
-    timestamps: list[str] | None = Field(
-        None, description="nested layout: the synthetic timestamp of each step (the same for every sequence)."
+    timestamps: list[list[str]] | None = Field(
+        None,
+        description="nested layout: the synthetic timestamps of each sequence's steps. Each sequence starts in "
+        "the training data's first week (or day) at the time of week (or day) it was generated at.",
     )
     data: list[list[list[float | int]]] | list[dict[str, Scalar]]
 

@@ -67,6 +67,7 @@ from model_core.train import default_threads, train
 ABLATIONS: list[tuple[str, dict[str, Any]]] = [
     ("trend off", {"trend": {"enabled": False}}),
     ("stage-1 states off", {"trend": {"discrete_states": False}}),
+    ("calendar off", {"trend": {"calendar": False}}),
     ("backbone transformer", {"diffusion": {"backbone_type": "transformer"}}),
     ("normalisation standard (bounds sigmoid)", {"transform": {"normalization": "standard"}}),
     ("standard, bounds none", {"transform": {"normalization": "standard", "bounds": "none"}}),
@@ -461,6 +462,8 @@ def _ablations(
     for label, overrides in ABLATIONS:
         if overrides.get("trend", {}).get("discrete_states") is False and "discrete" not in kinds.values():
             continue  # the same model as the default: stage 1 has no states to model
+        if overrides.get("trend", {}).get("calendar") is False and not default_bundle.schema.calendar_periods:
+            continue  # the same model as the default: the timestamps show no cycle
         tag = f"{dataset.name}: ablation '{label}'"
         bundle, train_seconds = _train(dataset, _config(dataset, settings, overrides), tag, log)
         synthetic, generate_seconds = _generate(bundle, n, settings.seq_len, None, None, tag, log)

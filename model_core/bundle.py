@@ -39,8 +39,9 @@ from model_core.transforms import FittedTransforms
 from model_core.trend import TemporalGRUGenerator
 
 # 2: pools.npz holds the trend of each pooled residual; 3: denoiser sees the next trend; 4: stage 1 models the
-# discrete states (pools.npz holds the contexts' and the residuals' states)
-FORMAT_VERSION = 4
+# discrete states (pools.npz holds the contexts' and the residuals' states); 5: stage 1 reads calendar features
+# (pools.npz holds the contexts' times)
+FORMAT_VERSION = 5
 MANIFEST = "manifest.json"
 
 
@@ -54,6 +55,7 @@ class Pools:
 
     contexts: np.ndarray  # [N, C, Dc] real steps that warm up trend rollouts
     context_tokens: np.ndarray  # [N, C, Dd] their discrete states (indices)
+    context_times: np.ndarray  # [N, C] their wall-clock epoch seconds (float64; zeros without a timestamp)
     residuals: np.ndarray  # [M, Dc] training residuals, bootstrapped as rollout noise
     residual_trends: np.ndarray  # [M, Dc] the trend at each of those residuals' rows
     residual_states: np.ndarray  # [M, Dd] the discrete states at those rows
@@ -65,6 +67,7 @@ class Pools:
         return {
             "contexts": self.contexts,
             "context_tokens": self.context_tokens,
+            "context_times": self.context_times,
             "residuals": self.residuals,
             "residual_trends": self.residual_trends,
             "residual_states": self.residual_states,
@@ -92,13 +95,19 @@ class ModelBundle:
 
 
 def build_networks(
-    config: TSSynthConfig, n_continuous: int, n_categories: list[int]
+    config: TSSynthConfig, schema: TableSchema, n_continuous: int, n_categories: list[int]
 ) -> tuple[TemporalGRUGenerator | None, ResidualDenoiser, ResidualDenoiser]:
-    """Fresh (trend, denoiser, ema) for a config and a schema's feature counts."""
+    """Fresh (trend, denoiser, ema) for a config and a schema's feature counts and calendar cycles."""
     trend = None
     if config.trend.enabled and n_continuous > 0:
         states = n_categories if config.trend.discrete_states else []
-        trend = TemporalGRUGenerator(n_continuous, config.trend.hidden_size, config.trend.num_layers, states)
+        trend = TemporalGRUGenerator(
+            n_continuous,
+            config.trend.hidden_size,
+            config.trend.num_layers,
+            states,
+            2 * len(trend_calendar_periods(config, schema)),
+        )
     d = config.diffusion
 
     def denoiser() -> ResidualDenoiser:
@@ -107,6 +116,11 @@ def build_networks(
         )
 
     return trend, denoiser(), denoiser()
+
+
+def trend_calendar_periods(config: TSSynthConfig, schema: TableSchema) -> list[float]:
+    """The calendar cycles stage 1 reads: the schema's, unless ``trend.calendar`` is off."""
+    return list(schema.calendar_periods) if config.trend.calendar else []
 
 
 def is_bundle_dir(path: str | Path) -> bool:
@@ -169,6 +183,7 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> ModelBu
             pools = Pools(
                 contexts=arrays["contexts"],
                 context_tokens=arrays["context_tokens"],
+                context_times=arrays["context_times"],
                 residuals=arrays["residuals"],
                 residual_trends=arrays["residual_trends"],
                 residual_states=arrays["residual_states"],
@@ -176,7 +191,7 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> ModelBu
                 residual_std=arrays["residual_std"],
                 clip=float(arrays["clip"]),
             )
-        trend, denoiser, ema = build_networks(config, len(transforms.continuous), transforms.n_categories)
+        trend, denoiser, ema = build_networks(config, schema, len(transforms.continuous), transforms.n_categories)
         if trend is not None:
             trend.load_state_dict(load_file(str(path / "trend.safetensors")))
         denoiser.load_state_dict(load_file(str(path / "denoiser.safetensors")))

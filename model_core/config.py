@@ -72,6 +72,12 @@ class TrendConfig(_Section):
         "dwell times follow the data; the diffusion then fills in the continuous residual given them. Off: the "
         "diffusion samples the states from the trend alone.",
     )
+    calendar: bool = Field(
+        True,
+        description="Stage 1 reads each step's time of day and of week (where the timestamps resolve and span "
+        "those cycles), so rollouts follow the data's daily and weekly schedules. No effect without a "
+        "timestamp column.",
+    )
     innovation_neighbours: int = Field(
         2,
         ge=0,

@@ -25,7 +25,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from model_core.bundle import ModelBundle
+from model_core.bundle import ModelBundle, trend_calendar_periods
+from model_core.calendar import calendar_features
 from model_core.couplings import apply_couplings
 from model_core.diffusion import NoiseSchedule, unmask_step
 from model_core.samplers import make_sampler
@@ -69,7 +70,7 @@ def iter_generate(
     for index, start in enumerate(range(0, n_sequences, chunk)):
         count = min(chunk, n_sequences - start)
         generator = torch.Generator().manual_seed(_chunk_seed(seed, index))
-        continuous, discrete = sample_model_space(bundle, count, length, generator, sampler, steps)
+        continuous, discrete, first_seconds = sample_model_space(bundle, count, length, generator, sampler, steps)
         table = bundle.transforms.inverse(
             continuous.reshape(count * length, -1), discrete.reshape(count * length, -1), rounded=True
         )
@@ -77,7 +78,7 @@ def iter_generate(
         table = apply_couplings(
             table, bundle.schema.couplings, length, coupling_rng, bundle.schema.range_couplings
         )
-        yield _long_format(bundle, table, start, count, length)
+        yield _long_format(bundle, table, start, count, length, first_seconds)
 
 
 def sample_model_space(
@@ -87,8 +88,10 @@ def sample_model_space(
     generator: torch.Generator,
     sampler: str | None = None,
     steps: int | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` sequences in model space: continuous [n, length, Dc] and discrete indices [n, length, Dd]."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """``n`` sequences in model space: continuous [n, length, Dc], discrete indices [n, length, Dd] and the
+    wall-clock epoch seconds [n] of each sequence's first step when stage 1 reads a calendar (else None:
+    the sequences have no place in the day)."""
     config = bundle.config
     window = config.window.seq_len
     total = max(length, window)
@@ -96,6 +99,7 @@ def sample_model_space(
     pools = bundle.pools
     n_continuous = len(bundle.transforms.continuous)
     states: torch.Tensor | None = None
+    first_seconds: np.ndarray | None = None
     with torch.inference_mode():
         if bundle.trend is not None:
             picks = torch.randint(0, len(pools.contexts), (n,), generator=generator).numpy()
@@ -108,16 +112,30 @@ def sample_model_space(
                 torch.as_tensor(pools.residual_states, device=device),
                 bundle.trend.n_categories,
             )
-            trend, _, rollout_states = bundle.trend.rollout(context, context_tokens, total, innovations, generator)
+            calendar = rollout_calendar(bundle, pools.context_times[picks], total)
+            trend, _, rollout_states = bundle.trend.rollout(
+                context, context_tokens, total, innovations, generator, calendar.to(device)
+            )
             if bundle.trend.n_categories:
                 states = rollout_states.cpu()
+            if bundle.trend.n_calendar:
+                first_seconds = pools.context_times[picks, -1] + (bundle.schema.step_seconds or 0.0)
         else:
             trend = torch.zeros(n, total + 1, n_continuous, device=device)
         residual, tokens = _sample_residuals(bundle, trend, generator, sampler, steps, states)
     mean = torch.as_tensor(pools.residual_mean, dtype=torch.float32, device=device)
     std = torch.as_tensor(pools.residual_std, dtype=torch.float32, device=device)
     continuous = trend[:, :total] + residual * std + mean
-    return continuous[:, :length].cpu().double().numpy(), tokens[:, :length].cpu().numpy()
+    return continuous[:, :length].cpu().double().numpy(), tokens[:, :length].cpu().numpy(), first_seconds
+
+
+def rollout_calendar(bundle: ModelBundle, context_times: np.ndarray, length: int) -> torch.Tensor:
+    """Calendar features [n, C + length, n_calendar] of rollout contexts' rows (``context_times`` [n, C]) and
+    of the ``length`` steps after each, one median step apart (a segment has no gaps)."""
+    step = bundle.schema.step_seconds or 0.0
+    ahead = context_times[:, -1:] + step * np.arange(1, length + 1)
+    times = np.concatenate([context_times, ahead], axis=1)
+    return torch.as_tensor(calendar_features(times, trend_calendar_periods(bundle.config, bundle.schema)))
 
 
 def _sample_residuals(
@@ -197,17 +215,42 @@ def _sample_window(
     return x, tokens
 
 
-def _long_format(bundle: ModelBundle, table: pd.DataFrame, first_id: int, count: int, length: int) -> pd.DataFrame:
+def _long_format(
+    bundle: ModelBundle, table: pd.DataFrame, first_id: int, count: int, length: int, first_seconds: np.ndarray | None
+) -> pd.DataFrame:
     columns: dict[str, object] = {
         "sequence_id": np.repeat(np.arange(first_id, first_id + count), length),
         "step": np.tile(np.arange(length), count),
     }
     schema = bundle.schema
     if schema.timestamp_column and schema.start is not None and schema.step_seconds:
-        stamps = pd.Timestamp(schema.start) + pd.to_timedelta(np.arange(length) * schema.step_seconds, unit="s")
-        columns[schema.timestamp_column] = np.tile(stamps.strftime("%Y-%m-%d %H:%M:%S").to_numpy(), count)
+        origin = pd.Timestamp(schema.start)
+        columns[schema.timestamp_column] = _timestamps(bundle, origin, count, length, first_seconds)
     out = pd.DataFrame(columns)
     return pd.concat([out, table], axis=1)
+
+
+def _timestamps(
+    bundle: ModelBundle, origin: pd.Timestamp, count: int, length: int, first_seconds: np.ndarray | None
+) -> np.ndarray:
+    """Synthetic timestamps [count * length] from ``origin``, the training data's first timestamp.
+
+    With a calendar, each sequence starts in the data's first cycle (a week, or a day) at the phase it was
+    generated at: a pump that runs from 06:00 runs from 06:00 in the output too, and no real date is
+    revealed. Without one, every sequence starts at the data's first timestamp.
+    """
+    schema = bundle.schema
+    step = float(schema.step_seconds or 0.0)
+    offsets = np.zeros(count)
+    if first_seconds is not None:
+        cycle = max(trend_calendar_periods(bundle.config, schema))
+        wall_origin = origin.tz_localize(None) if origin.tz is not None else origin
+        offsets = np.mod(first_seconds - (wall_origin - pd.Timestamp(0)).total_seconds(), cycle)
+    seconds = (offsets[:, None] + step * np.arange(length)).reshape(-1)
+    # Few distinct instants (one per phase and step): format each once, not once per row.
+    distinct, index = np.unique(seconds, return_inverse=True)
+    text = (origin + pd.to_timedelta(distinct, unit="s")).strftime("%Y-%m-%d %H:%M:%S").to_numpy()
+    return text[index]
 
 
 def _chunk_seed(seed: int, index: int) -> int:

@@ -23,6 +23,7 @@ import pandas as pd
 from pandas.tseries.api import guess_datetime_format
 from pydantic import BaseModel
 
+from model_core.calendar import calendar_periods
 from model_core.config import DataConfig
 from model_core.couplings import Coupling, RangeCoupling, find_couplings, find_range_couplings
 
@@ -64,6 +65,9 @@ class TableSchema(BaseModel):
     #: Median step between rows in seconds (None without a timestamp).
     step_seconds: float | None = None
     start: str | None = None
+    #: Cycles (seconds: a day, a week) the timestamps resolve and span, which the trend model reads as
+    #: calendar features (see calendar.py). Empty without a timestamp.
+    calendar_periods: list[float] = []
     features: list[FeatureSpec]
     dropped: list[str] = []
     #: Exact continuous/discrete couplings seen on every training row (see couplings.py).
@@ -212,11 +216,13 @@ def infer_schema(frame: pd.DataFrame, config: DataConfig | None = None) -> Table
     if not features:
         raise DataError("the table has no feature columns")
     step_seconds = start = None
+    periods: list[float] = []
     if timestamp_column:
         stamps = parse_timestamps(frame[timestamp_column]).sort_values()
         diffs = stamps.diff().dropna().dt.total_seconds()
         step_seconds = float(diffs.median()) if len(diffs) else None
         start = str(stamps.iloc[0])
+        periods = calendar_periods(step_seconds, (stamps.iloc[-1] - stamps.iloc[0]).total_seconds())
     kinds = {f.name: f.kind for f in features}
     continuous = [n for n, k in kinds.items() if k == "continuous"]
     discrete = [n for n, k in kinds.items() if k == "discrete"]
@@ -227,6 +233,7 @@ def infer_schema(frame: pd.DataFrame, config: DataConfig | None = None) -> Table
         timestamp_column=timestamp_column,
         step_seconds=step_seconds,
         start=start,
+        calendar_periods=periods,
         features=features,
         dropped=list(config.drop_columns),
         couplings=couplings,

@@ -28,7 +28,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from model_core.bundle import ModelBundle, Pools, build_networks
+from model_core.bundle import ModelBundle, Pools, build_networks, trend_calendar_periods
+from model_core.calendar import calendar_features, epoch_seconds
 from model_core.config import TSSynthConfig
 from model_core.diagnostics import diagnose
 from model_core.diffusion import (
@@ -113,13 +114,19 @@ def train(
 
     x = torch.as_tensor(continuous, dtype=torch.float32)
     tokens = torch.as_tensor(discrete)
-    trend_model, denoiser, ema = build_networks(config, x.shape[1], transforms.n_categories)
+    times = epoch_seconds(table.timestamps) if table.timestamps is not None else np.zeros(len(x))
+    calendar = torch.as_tensor(calendar_features(times, trend_calendar_periods(config, table.schema)))
+    trend_model, denoiser, ema = build_networks(config, table.schema, x.shape[1], transforms.n_categories)
     trend_losses: list[float] = []
     if trend_model is not None:
-        trend_losses = _fit_trend(trend_model, x, tokens, train_segments, config, device, generator, report, stop)
+        trend_losses = _fit_trend(
+            trend_model, x, tokens, calendar, train_segments, config, device, generator, report, stop
+        )
 
     context_len, seq_len = config.trend.context_len, config.window.seq_len
-    train_trend, train_starts = _window_trends(trend_model, x, tokens, train_segments, table.segments, config, device)
+    train_trend, train_starts = _window_trends(
+        trend_model, x, tokens, calendar, train_segments, table.segments, config, device
+    )
     train_residual = _window_residuals(x, train_trend, train_starts, seq_len)
     residual = train_residual.reshape(-1, x.shape[1])
     mean, std = residual.mean(0), residual.std(0).clamp_min(1e-6)
@@ -129,6 +136,7 @@ def train(
     pools = Pools(
         contexts=x[context_rows].numpy(),
         context_tokens=tokens[context_rows].numpy(),
+        context_times=times[context_rows.numpy()],
         residuals=residual[pooled].numpy(),
         residual_trends=train_trend[:, :seq_len].reshape(-1, x.shape[1])[pooled].numpy(),
         residual_states=tokens[pooled_rows].numpy(),
@@ -137,7 +145,7 @@ def train(
         clip=max(4.0, 1.1 * float(((residual - mean) / std).abs().max())),
     )
     train_set = _diffusion_windows(train_residual, discrete, train_trend, train_starts, mean, std)
-    val_trend, val_starts = _window_trends(trend_model, x, tokens, val_segments, table.segments, config, device)
+    val_trend, val_starts = _window_trends(trend_model, x, tokens, calendar, val_segments, table.segments, config, device)
     val_set = None
     if len(val_starts):
         val_residual = _window_residuals(x, val_trend, val_starts, config.window.seq_len)
@@ -217,6 +225,7 @@ def _fit_trend(
     model: TemporalGRUGenerator,
     x: torch.Tensor,
     tokens: torch.Tensor,
+    calendar: torch.Tensor,
     segments: list[tuple[int, int]],
     config: TSSynthConfig,
     device: torch.device,
@@ -245,7 +254,7 @@ def _fit_trend(
                 raise TrainingCancelled("training cancelled")
             rows = torch.as_tensor(starts)[order[i * batch_size : (i + 1) * batch_size]][:, None] + torch.arange(length)
             series, states = x[rows].to(device), tokens[rows].to(device)
-            predictions, logits, _ = model(series[:, :-1], states[:, :-1])
+            predictions, logits, _ = model(series[:, :-1], states[:, :-1], calendar=calendar[rows[:, :-1]])
             loss = torch.mean((predictions - series[:, 1:]) ** 2) + model.state_loss(logits, states[:, 1:])
             optimiser.zero_grad()
             loss.backward()
@@ -263,6 +272,7 @@ def _window_trends(
     model: TemporalGRUGenerator | None,
     x: torch.Tensor,
     tokens: torch.Tensor,
+    calendar: torch.Tensor,
     segments: list[tuple[int, int]],
     series_segments: list[tuple[int, int]],
     config: TSSynthConfig,
@@ -291,7 +301,11 @@ def _window_trends(
         for chunk in torch.split(rows, 4096):
             series, states = x[chunk].to(device), tokens[chunk].to(device)
             trend = model.window_trend(
-                series[:, :context_len], series[:, context_len:], states[:, :context_len], states[:, context_len:]
+                series[:, :context_len],
+                series[:, context_len:],
+                states[:, :context_len],
+                states[:, context_len:],
+                calendar[chunk],
             )
             trends.append(trend.cpu())
     return torch.cat(trends), starts

@@ -1,6 +1,7 @@
 """Stage 1: ``TemporalGRUGenerator``, the trend model.
 
-A GRU over the (transformed) continuous features and the discrete states, trained by teacher forcing to
+A GRU over the (transformed) continuous features, the discrete states and, where the timestamps show a
+daily or weekly cycle, each step's time of day and week (calendar.py), trained by teacher forcing to
 predict the next step: the continuous values (a regression) and each discrete feature's next state (a
 classification). The *trend* of a window is its one-step-ahead prediction ``trend_t = f(x_{t-C..t-1})``
 from the ``C`` real steps before each position; the *residual* ``x_t - trend_t`` is what stage 2 models.
@@ -40,11 +41,20 @@ def one_hot_states(tokens: torch.Tensor, n_categories: list[int]) -> torch.Tenso
 class TemporalGRUGenerator(nn.Module):
     transition_mask: torch.Tensor  # [S, S] block-diagonal: 1 where a weight links two states of one feature
 
-    def __init__(self, n_features: int, hidden_size: int, num_layers: int, n_categories: list[int] | None = None):
+    def __init__(
+        self,
+        n_features: int,
+        hidden_size: int,
+        num_layers: int,
+        n_categories: list[int] | None = None,
+        n_calendar: int = 0,
+    ):
         super().__init__()
         self.n_categories = list(n_categories or [])
+        # Calendar features of each input row (calendar.py), read beside the values: the hour a step is at.
+        self.n_calendar = n_calendar
         n_states = sum(self.n_categories)
-        self.gru = nn.GRU(n_features + n_states, hidden_size, num_layers=num_layers, batch_first=True)
+        self.gru = nn.GRU(n_features + n_states + n_calendar, hidden_size, num_layers=num_layers, batch_first=True)
         self.head = nn.Linear(hidden_size, n_features)
         self.state_head = nn.Linear(hidden_size, n_states) if n_states else None
         # Each feature's current state has a direct say in its next one (a learned transition matrix per
@@ -79,22 +89,35 @@ class TemporalGRUGenerator(nn.Module):
         self.state_transition.weight.copy_(weight)
 
     def forward(
-        self, x: torch.Tensor, tokens: torch.Tensor, hidden: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        tokens: torch.Tensor,
+        hidden: torch.Tensor | None = None,
+        calendar: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``x`` [B, L, D] and state indices ``tokens`` [B, L, Dd] -> (predictions [B, L, D], state logits
-        [B, L, sum(n_categories)], hidden), where position ``t`` predicts step ``t + 1``.
+        """``x`` [B, L, D], state indices ``tokens`` [B, L, Dd] and the rows' ``calendar`` features
+        [B, L, n_calendar] -> (predictions [B, L, D], state logits [B, L, sum(n_categories)], hidden), where
+        position ``t`` predicts step ``t + 1``.
 
-        ``tokens`` is ignored (may have Dd = 0) when the model does not model states.
+        ``tokens`` is ignored (may have Dd = 0) when the model does not model states, ``calendar`` when it
+        reads no calendar.
         """
-        if self.state_head is None or self.state_transition is None:
-            out, hidden = self.gru(x, hidden)
-            return x + self.head(out), out.new_zeros((*out.shape[:-1], 0)), hidden
-        states = one_hot_states(tokens, self.n_categories).to(x.device)
-        out, hidden = self.gru(torch.cat([x, states], dim=-1), hidden)
-        transition = nn.functional.linear(states, self.state_transition.weight * self.transition_mask)
-        logits = self.state_head(out) + transition
+        inputs = [x]
+        states = None
+        if self.state_head is not None:
+            states = one_hot_states(tokens, self.n_categories).to(x.device)
+            inputs.append(states)
+        if self.n_calendar:
+            if calendar is None or calendar.shape[-1] != self.n_calendar:
+                raise ValueError(f"this trend model reads {self.n_calendar} calendar features per step")
+            inputs.append(calendar.to(x.device))
+        out, hidden = self.gru(torch.cat(inputs, dim=-1), hidden)
         # Predict the change, not the level: the identity is a strong prior for slow sensors.
-        return x + self.head(out), logits, hidden
+        predictions = x + self.head(out)
+        if self.state_head is None or self.state_transition is None or states is None:
+            return predictions, out.new_zeros((*out.shape[:-1], 0)), hidden
+        transition = nn.functional.linear(states, self.state_transition.weight * self.transition_mask)
+        return predictions, self.state_head(out) + transition, hidden
 
     def state_loss(self, logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Cross-entropy of the next states, averaged over the discrete features (0 without states)."""
@@ -107,17 +130,22 @@ class TemporalGRUGenerator(nn.Module):
         return torch.stack(losses).mean()
 
     def window_trend(
-        self, context: torch.Tensor, window: torch.Tensor, context_tokens: torch.Tensor, window_tokens: torch.Tensor
+        self,
+        context: torch.Tensor,
+        window: torch.Tensor,
+        context_tokens: torch.Tensor,
+        window_tokens: torch.Tensor,
+        calendar: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Trend [B, L + 1, D] of ``window`` [B, L, D] given the ``context`` [B, C, D] right before it
-        (and the states of both).
+        (and the states of both, and the calendar features [B, C + L, n_calendar] of their rows).
 
         The extra last step is the prediction of the step after the window. Step ``t + 1``'s trend is
         computed from ``x_t``, so it tells the denoiser which residual step ``t`` had (see
         ``ResidualDenoiser.forward``).
         """
         tokens = torch.cat([context_tokens, window_tokens], dim=1)
-        predictions, _, _ = self(torch.cat([context, window], dim=1), tokens)
+        predictions, _, _ = self(torch.cat([context, window], dim=1), tokens, calendar=calendar)
         return predictions[:, context.shape[1] - 1 :]
 
     def sample_states(self, logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -137,23 +165,29 @@ class TemporalGRUGenerator(nn.Module):
         length: int,
         innovations: InnovationPool,
         generator: torch.Generator,
+        calendar: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Generate ``length`` steps after ``context`` [B, C, D] with its states ``context_tokens``.
+        """Generate ``length`` steps after ``context`` [B, C, D] with its states ``context_tokens`` (and
+        ``calendar`` [B, C + length, n_calendar]: the features of the context's rows and of the steps to
+        generate).
 
         Returns ``(trend, path, tokens)``: the trend [B, length + 1, D] the diffusion stage is conditioned
         on (as ``window_trend``, with the step after the last), the sampled path [B, length, D] it was
         rolled out along and the sampled states [B, length, Dd] (Dd = 0 without a state head).
         """
-        predictions, logits, hidden = self(context, context_tokens)
+        context_len = context.shape[1]
+        known = calendar[:, :context_len] if calendar is not None else None
+        predictions, logits, hidden = self(context, context_tokens, calendar=known)
         prediction, logit = predictions[:, -1:], logits[:, -1]
         trends, path, states = [], [], []
-        for _ in range(length):
+        for step in range(length):
             state = self.sample_states(logit, generator)
             value = prediction + innovations.draw(prediction[:, 0], generator, state)[:, None]
             trends.append(prediction)
             path.append(value)
             states.append(state)
-            prediction, logits, hidden = self(value, state[:, None], hidden)
+            now = calendar[:, context_len + step : context_len + step + 1] if calendar is not None else None
+            prediction, logits, hidden = self(value, state[:, None], hidden, calendar=now)
             logit = logits[:, -1]
         trends.append(prediction)
         return torch.cat(trends, dim=1), torch.cat(path, dim=1), torch.stack(states, dim=1)

@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from api_support import assert_error, make_settings, model_dir_with
@@ -79,7 +80,13 @@ def test_generate_nested_in_original_units_and_formats(client: TestClient) -> No
     assert (body["seed"], body["n_sequences"], body["seq_len"], body["layout"]) == (11, 3, 5, "nested")
     assert (body["sampler"], body["steps"]) == ("ddim", 10)  # the model's configured defaults
     assert body["features"] == FEATURES
-    assert body["timestamps"] == [f"2024-01-01 0{h}:00:00" for h in range(5)]
+    # One list per sequence, hour by hour; the records layout of the same request carries the same stamps.
+    stamps = pd.to_datetime(pd.Series([t for sequence in body["timestamps"] for t in sequence])).to_numpy().reshape(3, 5)
+    assert (np.diff(stamps, axis=1) == np.timedelta64(1, "h")).all()
+    records = client.post(
+        "/v1/models/tiny/generate", json={"n_sequences": 3, "seq_len": 5, "seed": 11, "layout": "records"}
+    ).json()["data"]
+    assert [r["timestamp"] for r in records] == [t for sequence in body["timestamps"] for t in sequence]
     data = body["data"]
     assert len(data) == 3 and all(len(seq) == 5 and all(len(row) == len(FEATURES) for row in seq) for seq in data)
     rows = [row for seq in data for row in seq]

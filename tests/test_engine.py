@@ -15,7 +15,7 @@ import torch
 from model_core.bundle import FORMAT_VERSION, BundleError, load_bundle, save_bundle
 from model_core.config import TSSynthConfig
 from model_core.diagnostics import diagnose
-from model_core.generate import generate, iter_generate, sample_model_space
+from model_core.generate import generate, iter_generate, rollout_calendar, sample_model_space
 from model_core.schema import prepare_table
 from model_core.simulator import simulate_plant
 from model_core.train import Progress, TrainingCancelled, split_by_time, steps_within_budget, train
@@ -119,7 +119,12 @@ def test_long_format_layout(trained):
     assert list(synthetic.columns[:3]) == ["sequence_id", "step", "timestamp"]
     assert list(synthetic.columns[3:]) == bundle.schema.names()
     assert synthetic["sequence_id"].tolist() == [0] * 5 + [1] * 5 + [2] * 5
-    assert synthetic["timestamp"].iloc[:2].tolist() == ["2024-01-01 00:00:00", "2024-01-01 01:00:00"]
+    # Each sequence runs hour by hour from the phase of the week it was generated at, placed in the data's
+    # first week (the demo plant starts 2024-01-01 00:00).
+    stamps = pd.to_datetime(synthetic["timestamp"]).to_numpy().reshape(3, 5)
+    assert (np.diff(stamps, axis=1) == np.timedelta64(1, "h")).all()
+    first = pd.to_datetime(stamps[:, 0])
+    assert (first >= pd.Timestamp("2024-01-01")).all() and (first < pd.Timestamp("2024-01-08")).all()
 
 
 def test_same_seed_same_output_other_seed_other_output(trained):
@@ -247,8 +252,9 @@ def test_trend_rollouts_are_diverse_and_seeded(trained):
         torch.as_tensor(pools.residual_states),
         trend.n_categories,
     )
-    first, _, first_states = trend.rollout(context, context_tokens, 24, innovations, torch.Generator().manual_seed(0))
-    again, _, again_states = trend.rollout(context, context_tokens, 24, innovations, torch.Generator().manual_seed(0))
+    calendar = rollout_calendar(trained[0], pools.context_times[:1].repeat(50, axis=0), 24)
+    first, _, first_states = trend.rollout(context, context_tokens, 24, innovations, torch.Generator().manual_seed(0), calendar)
+    again, _, again_states = trend.rollout(context, context_tokens, 24, innovations, torch.Generator().manual_seed(0), calendar)
     assert torch.equal(first, again) and torch.equal(first_states, again_states)
     # Fifty rollouts from one context spread out instead of collapsing onto one path.
     assert float(first[:, -1].std(0).mean()) > 0.1 * float(torch.as_tensor(pools.contexts).std())
@@ -262,11 +268,12 @@ def test_rollout_trend_is_the_window_trend_of_its_own_path(trained):
     context = torch.as_tensor(bundle.pools.contexts[:4], dtype=torch.float32)
     context_tokens = torch.as_tensor(bundle.pools.context_tokens[:4])
     innovations = InnovationPool(torch.as_tensor(bundle.pools.residual_trends), torch.as_tensor(bundle.pools.residuals), 0)
-    trend, path, states = bundle.trend.rollout(context, context_tokens, 10, innovations, torch.Generator().manual_seed(0))
+    calendar = rollout_calendar(bundle, bundle.pools.context_times[:4], 10)
+    trend, path, states = bundle.trend.rollout(context, context_tokens, 10, innovations, torch.Generator().manual_seed(0), calendar)
     assert trend.shape == (4, 11, context.shape[-1]) and path.shape == (4, 10, context.shape[-1])
     assert states.shape == (4, 10, len(bundle.transforms.discrete))
     with torch.no_grad():
-        assert torch.allclose(bundle.trend.window_trend(context, path, context_tokens, states), trend, atol=1e-5)
+        assert torch.allclose(bundle.trend.window_trend(context, path, context_tokens, states, calendar), trend, atol=1e-5)
 
 
 def test_validation_blocks_are_spread_over_the_series_and_never_train():
@@ -361,7 +368,7 @@ def test_generated_states_are_the_states_stage_1_sampled(trained):
     bundle = trained[0]
     assert bundle.trend is not None and bundle.trend.n_categories == bundle.transforms.n_categories
     generator = torch.Generator().manual_seed(3)
-    _, tokens = sample_model_space(bundle, 16, 30, generator)
+    _, tokens, _ = sample_model_space(bundle, 16, 30, generator)
     generator = torch.Generator().manual_seed(3)
     picks = torch.randint(0, len(bundle.pools.contexts), (16,), generator=generator).numpy()
     innovations = InnovationPool(
@@ -372,7 +379,10 @@ def test_generated_states_are_the_states_stage_1_sampled(trained):
         bundle.trend.n_categories,
     )
     context = torch.as_tensor(bundle.pools.contexts[picks], dtype=torch.float32)
-    _, _, states = bundle.trend.rollout(context, torch.as_tensor(bundle.pools.context_tokens[picks]), 30, innovations, generator)
+    calendar = rollout_calendar(bundle, bundle.pools.context_times[picks], 30)
+    _, _, states = bundle.trend.rollout(
+        context, torch.as_tensor(bundle.pools.context_tokens[picks]), 30, innovations, generator, calendar
+    )
     assert np.array_equal(tokens, states.numpy())
     assert len(np.unique(tokens[..., 0])) > 1
 
