@@ -51,6 +51,11 @@ class SchemaOut(BaseModel):
     timestamp_column: str | None
     step_seconds: float | None
     start: str | None
+    calendar_periods: list[float] = Field(
+        default_factory=list,
+        description="Cycles in seconds (a day: 86400, a week: 604800) the trend model reads the time of, where "
+        "the timestamps resolve and span them; generated timestamps keep each sequence's place in them.",
+    )
     features: list[FeatureOut]
     dropped: list[str]
     couplings: list[Coupling] = Field(

@@ -62,9 +62,15 @@ def _add_demo_data_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def _cmd_demo_data(args: argparse.Namespace) -> int:
     frame = simulate_plant(rows=args.rows, seed=args.seed, start=args.start, freq_minutes=args.freq_minutes)
-    frame.to_csv(args.out, index=False)
+    frame.to_csv(_output(args.out), index=False)
     print(f"wrote {len(frame)} rows x {frame.shape[1] - 1} features to {args.out}")
     return 0
+
+
+def _output(path: Path) -> Path:
+    """``path`` with its folder created: ``--out data/plant.csv`` should not fail for want of ``data/``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def _add_diagnose_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -86,9 +92,9 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
     report = diagnose(reference, synthetic, timestamp_column=args.timestamp_column)
     print(format_report(report))
     if args.json:
-        args.json.write_text(report.model_dump_json(indent=2) + "\n")
+        _output(args.json).write_text(report.model_dump_json(indent=2) + "\n")
     if args.csv:
-        args.csv.write_text(report.to_csv())
+        _output(args.csv).write_text(report.to_csv())
     if args.plots:
         paths = plot_cdfs(reference, synthetic, report, args.plots)
         print(f"\nwrote {len(paths)} plots to {args.plots}")
@@ -206,7 +212,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     bundle = load_bundle(args.model)
     rows = 0
-    with open(args.out, "w", newline="") as handle:
+    with open(_output(args.out), "w", newline="") as handle:
         for index, chunk in enumerate(
             iter_generate(bundle, args.n, args.seq_len, args.seed, args.sampler, args.steps)
         ):

@@ -59,6 +59,7 @@ def test_model_list_and_detail(client: TestClient) -> None:
     assert detail["training"]["steps"] == 30
     assert {f["name"] for f in detail["validation"]["features"]} == set(FEATURES)
     assert detail["validation_rows"] == 60  # val_fraction 0.1 of 600 rows
+    assert detail["schema"]["calendar_periods"] == [86400.0, 604800.0]  # hourly rows over 25 days
     assert len(detail["data_sha256"]) == 64
 
 

@@ -21,7 +21,7 @@ def demo_pair(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def test_demo_data_writes_the_simulation(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    out = tmp_path / "demo.csv"
+    out = tmp_path / "data" / "demo.csv"  # a folder that does not exist yet is created
     assert main(["demo-data", "--rows", "120", "--seed", "4", "--out", str(out)]) == 0
     pd.testing.assert_frame_equal(pd.read_csv(out), simulate_plant(rows=120, seed=4))
     assert str(out) in capsys.readouterr().out
@@ -31,7 +31,7 @@ def test_diagnose_prints_a_table_and_writes_reports(
     demo_pair: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     reference, synthetic = demo_pair
-    json_out, csv_out, plots = tmp_path / "r.json", tmp_path / "r.csv", tmp_path / "plots"
+    json_out, csv_out, plots = tmp_path / "reports" / "r.json", tmp_path / "r.csv", tmp_path / "plots"
     capsys.readouterr()
     code = main(
         [
