@@ -107,6 +107,7 @@ def build_networks(
             config.trend.num_layers,
             states,
             2 * len(trend_calendar_periods(config, schema)),
+            state_lead=config.trend.state_lead,
         )
     d = config.diffusion
 

@@ -78,6 +78,11 @@ class TrendConfig(_Section):
         "those cycles), so rollouts follow the data's daily and weekly schedules. No effect without a "
         "timestamp column.",
     )
+    state_lead: bool = Field(
+        False,
+        description="The continuous prediction of each step also reads the states sampled for that step, so a flow "
+        "jumps and a tank turns in the hour its pump switches instead of an hour later.",
+    )
     innovation_neighbours: int = Field(
         2,
         ge=0,
@@ -146,6 +151,15 @@ class SamplingConfig(_Section):
     sampler: Literal["ddpm", "ddim"] = "ddim"
     steps: int = Field(25, ge=1, le=10_000, description="DDIM steps (DDPM always uses all timesteps).")
     eta: float = Field(0.0, ge=0.0, le=1.0, description="DDIM stochasticity (0 = deterministic given the noise).")
+    strength: float = Field(
+        1.0,
+        gt=0.0,
+        le=1.0,
+        description="Where the residual's reverse diffusion starts, as a fraction of the schedule (SDEdit): 1 starts "
+        "from pure noise; below 1 starts from stage 1's own rollout residual noised to that level and runs only the "
+        "sampler's steps below it, so the output keeps the rollout's step-to-step consistency. No effect without a "
+        "trend.",
+    )
     chunk_size: int = Field(512, ge=1, description="Windows generated at once; bounds memory.")
 
 

@@ -100,6 +100,9 @@ def sample_model_space(
     n_continuous = len(bundle.transforms.continuous)
     states: torch.Tensor | None = None
     first_seconds: np.ndarray | None = None
+    mean = torch.as_tensor(pools.residual_mean, dtype=torch.float32, device=device)
+    std = torch.as_tensor(pools.residual_std, dtype=torch.float32, device=device)
+    rollout_residual: torch.Tensor | None = None
     with torch.inference_mode():
         if bundle.trend is not None:
             picks = torch.randint(0, len(pools.contexts), (n,), generator=generator).numpy()
@@ -113,18 +116,18 @@ def sample_model_space(
                 bundle.trend.n_categories,
             )
             calendar = rollout_calendar(bundle, pools.context_times[picks], total)
-            trend, _, rollout_states = bundle.trend.rollout(
+            trend, path, rollout_states = bundle.trend.rollout(
                 context, context_tokens, total, innovations, generator, calendar.to(device)
             )
+            if config.sampling.strength < 1.0:
+                rollout_residual = ((path - trend[:, :total] - mean) / std).cpu()
             if bundle.trend.n_categories:
                 states = rollout_states.cpu()
             if bundle.trend.n_calendar:
                 first_seconds = pools.context_times[picks, -1] + (bundle.schema.step_seconds or 0.0)
         else:
             trend = torch.zeros(n, total + 1, n_continuous, device=device)
-        residual, tokens = _sample_residuals(bundle, trend, generator, sampler, steps, states)
-    mean = torch.as_tensor(pools.residual_mean, dtype=torch.float32, device=device)
-    std = torch.as_tensor(pools.residual_std, dtype=torch.float32, device=device)
+        residual, tokens = _sample_residuals(bundle, trend, generator, sampler, steps, states, rollout_residual)
     continuous = trend[:, :total] + residual * std + mean
     return continuous[:, :length].cpu().double().numpy(), tokens[:, :length].cpu().numpy(), first_seconds
 
@@ -145,11 +148,14 @@ def _sample_residuals(
     sampler: str | None,
     steps: int | None,
     states: torch.Tensor | None,
+    rollout_residual: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Residuals [n, total, Dc] and discrete states [n, total, Dd], window by window.
 
     ``states`` given (sampled by stage 1) are held fixed like an inpainted part: the denoiser samples the
-    continuous residual given them. Otherwise the diffusion samples the states too.
+    continuous residual given them. Otherwise the diffusion samples the states too. ``rollout_residual``
+    [n, total, Dc] (the rollout path's own residual, standardised) is where each window's reverse diffusion
+    starts when ``sampling.strength`` < 1.
     """
     config = bundle.config
     window = config.window.seq_len
@@ -170,6 +176,7 @@ def _sample_residuals(
             generator,
             sampler,
             steps,
+            None if rollout_residual is None else rollout_residual[:, start : start + window],
         )
         residual[:, start : start + window], tokens[:, start : start + window] = r.cpu(), tok.cpu()
         if start + window >= total:
@@ -186,9 +193,16 @@ def _sample_window(
     generator: torch.Generator,
     sampler_name: str | None,
     steps: int | None,
+    begin: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Reverse diffusion of one window, with its first ``known`` steps held to given values (and the first
-    ``known_tokens.shape[1]`` steps of its states, which may be the whole window)."""
+    ``known_tokens.shape[1]`` steps of its states, which may be the whole window).
+
+    With ``begin`` [n, window, Dc] the diffusion starts from it, noised to ``sampling.strength`` of the
+    schedule, and runs the sampler's steps below that level only (SDEdit, Meng et al. 2022). Why: the
+    rollout path keeps each tank's step in line with the pump states it was drawn in; sampled from pure
+    noise, the residual redraws that step and doubled its spread (docs/DECISIONS.md).
+    """
     config = bundle.config
     device = trend.device
     n, window, n_continuous = trend.shape[0], trend.shape[1] - 1, trend.shape[2]
@@ -198,10 +212,16 @@ def _sample_window(
     sampler.set_timesteps(steps or config.sampling.steps if name == "ddim" else None)
     known, known_states = known_residual.shape[1], known_tokens.shape[1]
     x = torch.randn(n, window, n_continuous, generator=generator).to(device)
+    pairs = sampler.pairs()
+    if begin is not None:
+        level = config.sampling.strength * config.diffusion.timesteps
+        # The steps at or below the level; the last step alone when the grid is coarser than the level.
+        pairs = [(t, t_prev) for t, t_prev in pairs if t <= level] or pairs[-1:]
+        x = schedule.add_noise(begin.to(device), x, torch.full((n,), pairs[0][0]))
     tokens = mask_ids.expand(n, window, -1).clone().to(device)
     known_residual, known_tokens = known_residual.to(device), known_tokens.to(device)
     mask_ids = mask_ids.to(device)
-    for t, t_prev in sampler.pairs():
+    for t, t_prev in pairs:
         if known:
             noise = torch.randn(known_residual.shape, generator=generator).to(device)
             x[:, :known] = schedule.add_noise(known_residual, noise, torch.full((n,), t))

@@ -254,7 +254,9 @@ def _fit_trend(
                 raise TrainingCancelled("training cancelled")
             rows = torch.as_tensor(starts)[order[i * batch_size : (i + 1) * batch_size]][:, None] + torch.arange(length)
             series, states = x[rows].to(device), tokens[rows].to(device)
-            predictions, logits, _ = model(series[:, :-1], states[:, :-1], calendar=calendar[rows[:, :-1]])
+            predictions, logits, _ = model(
+                series[:, :-1], states[:, :-1], calendar=calendar[rows[:, :-1]], next_tokens=states[:, 1:]
+            )
             loss = torch.mean((predictions - series[:, 1:]) ** 2) + model.state_loss(logits, states[:, 1:])
             optimiser.zero_grad()
             loss.backward()

@@ -11,7 +11,9 @@ New trends come from a stochastic rollout: starting from a context of ``C`` step
 pool of real training residuals (a bootstrap, so the rollout noise keeps the residuals' cross-feature
 correlation and heavy tails), and feeds ``trend_t + residual`` and the states back in. Rollouts are
 therefore as diverse as the data's own innovations and cannot collapse onto the deterministic fixed
-point of the GRU.
+point of the GRU. With ``state_lead`` the continuous prediction of a step also reads the states just
+sampled for it (states first, values after), so a pressure steps and a tank turns in the hour its pump
+switches.
 
 Why the states are sampled here: a pump's switching depends on how long it has run, which the GRU's
 hidden state can track and a nearest-neighbour bootstrap cannot. When the diffusion sampled the states
@@ -48,6 +50,7 @@ class TemporalGRUGenerator(nn.Module):
         num_layers: int,
         n_categories: list[int] | None = None,
         n_calendar: int = 0,
+        state_lead: bool = False,
     ):
         super().__init__()
         self.n_categories = list(n_categories or [])
@@ -64,6 +67,13 @@ class TemporalGRUGenerator(nn.Module):
         # holds it from those few steps. Block-diagonal: a full matrix let one pump's state push another's
         # directly, and measured worse (docs/DECISIONS.md).
         self.state_transition = nn.Linear(n_states, n_states, bias=False) if n_states else None
+        # The continuous prediction of a step reads that step's states (sampled first in the rollout): a
+        # flow jumps and a pressure steps when its pump switches, and a tank turns. From the history alone
+        # such a step cannot be foreseen; given the new state it nearly can. Zero at start, so training
+        # starts from the history-only prediction.
+        self.state_lead = nn.Linear(n_states, n_features, bias=False) if n_states and state_lead else None
+        if self.state_lead is not None:
+            nn.init.zeros_(self.state_lead.weight)
         blocks = torch.block_diag(*[torch.ones(n, n) for n in self.n_categories]) if n_states else torch.zeros(0, 0)
         self.register_buffer("transition_mask", blocks, persistent=False)
 
@@ -94,14 +104,28 @@ class TemporalGRUGenerator(nn.Module):
         tokens: torch.Tensor,
         hidden: torch.Tensor | None = None,
         calendar: torch.Tensor | None = None,
+        next_tokens: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``x`` [B, L, D], state indices ``tokens`` [B, L, Dd] and the rows' ``calendar`` features
         [B, L, n_calendar] -> (predictions [B, L, D], state logits [B, L, sum(n_categories)], hidden), where
         position ``t`` predicts step ``t + 1``.
 
-        ``tokens`` is ignored (may have Dd = 0) when the model does not model states, ``calendar`` when it
-        reads no calendar.
+        ``next_tokens`` [B, K, Dd] (K <= L) are the states of steps ``1 .. K``, the steps the first K
+        positions predict; the continuous prediction reads them (``predict``). ``tokens`` and
+        ``next_tokens`` are ignored (may have Dd = 0) when the model does not model states, ``calendar``
+        when it reads no calendar.
         """
+        out, logits, hidden = self.encode(x, tokens, hidden, calendar)
+        return self.predict(x, out, logits, next_tokens), logits, hidden
+
+    def encode(
+        self,
+        x: torch.Tensor,
+        tokens: torch.Tensor,
+        hidden: torch.Tensor | None = None,
+        calendar: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The GRU's outputs [B, L, H] over the rows, the next states' logits and the hidden state."""
         inputs = [x]
         states = None
         if self.state_head is not None:
@@ -112,12 +136,28 @@ class TemporalGRUGenerator(nn.Module):
                 raise ValueError(f"this trend model reads {self.n_calendar} calendar features per step")
             inputs.append(calendar.to(x.device))
         out, hidden = self.gru(torch.cat(inputs, dim=-1), hidden)
+        if self.state_head is None or self.state_transition is None or states is None:
+            return out, out.new_zeros((*out.shape[:-1], 0)), hidden
+        transition = nn.functional.linear(states, self.state_transition.weight * self.transition_mask)
+        return out, self.state_head(out) + transition, hidden
+
+    def predict(
+        self, x: torch.Tensor, out: torch.Tensor, logits: torch.Tensor, next_tokens: torch.Tensor | None
+    ) -> torch.Tensor:
+        """The next step's continuous values [B, L, D] from the rows ``x``, the GRU outputs ``out`` and the
+        next states: ``next_tokens`` [B, K, Dd] for the first K positions, the predicted state
+        probabilities (softmax of ``logits``) where the next state is not known, e.g. the step after a
+        window. The state term is linear, so an unknown state contributes its expected effect.
+        """
         # Predict the change, not the level: the identity is a strong prior for slow sensors.
         predictions = x + self.head(out)
-        if self.state_head is None or self.state_transition is None or states is None:
-            return predictions, out.new_zeros((*out.shape[:-1], 0)), hidden
-        transition = nn.functional.linear(states, self.state_transition.weight * self.transition_mask)
-        return predictions, self.state_head(out) + transition, hidden
+        if self.state_lead is None:
+            return predictions
+        lead = torch.cat([part.softmax(dim=-1) for part in logits.split(self.n_categories, dim=-1)], dim=-1)
+        if next_tokens is not None and next_tokens.shape[1]:
+            known = next_tokens.shape[1]
+            lead = torch.cat([one_hot_states(next_tokens, self.n_categories).to(x.device), lead[:, known:]], dim=1)
+        return predictions + self.state_lead(lead)
 
     def state_loss(self, logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Cross-entropy of the next states, averaged over the discrete features (0 without states)."""
@@ -145,7 +185,7 @@ class TemporalGRUGenerator(nn.Module):
         ``ResidualDenoiser.forward``).
         """
         tokens = torch.cat([context_tokens, window_tokens], dim=1)
-        predictions, _, _ = self(torch.cat([context, window], dim=1), tokens, calendar=calendar)
+        predictions, _, _ = self(torch.cat([context, window], dim=1), tokens, calendar=calendar, next_tokens=tokens[:, 1:])
         return predictions[:, context.shape[1] - 1 :]
 
     def sample_states(self, logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -177,19 +217,20 @@ class TemporalGRUGenerator(nn.Module):
         """
         context_len = context.shape[1]
         known = calendar[:, :context_len] if calendar is not None else None
-        predictions, logits, hidden = self(context, context_tokens, calendar=known)
-        prediction, logit = predictions[:, -1:], logits[:, -1]
+        out, logits, hidden = self.encode(context, context_tokens, calendar=known)
+        row, out, logit = context[:, -1:], out[:, -1:], logits[:, -1:]
         trends, path, states = [], [], []
         for step in range(length):
-            state = self.sample_states(logit, generator)
-            value = prediction + innovations.draw(prediction[:, 0], generator, state)[:, None]
+            # The states first, then the values that follow them.
+            state = self.sample_states(logit[:, 0], generator)
+            prediction = self.predict(row, out, logit, state[:, None])
+            row = prediction + innovations.draw(prediction[:, 0], generator, state)[:, None]
             trends.append(prediction)
-            path.append(value)
+            path.append(row)
             states.append(state)
             now = calendar[:, context_len + step : context_len + step + 1] if calendar is not None else None
-            prediction, logits, hidden = self(value, state[:, None], hidden, calendar=now)
-            logit = logits[:, -1]
-        trends.append(prediction)
+            out, logit, hidden = self.encode(row, state[:, None], hidden, calendar=now)
+        trends.append(self.predict(row, out, logit, None))
         return torch.cat(trends, dim=1), torch.cat(path, dim=1), torch.stack(states, dim=1)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -12,7 +13,8 @@ import pandas as pd
 import pytest
 import torch
 
-from model_core.bundle import FORMAT_VERSION, BundleError, load_bundle, save_bundle
+from model_core.bundle import FORMAT_VERSION, BundleError, load_bundle, save_bundle, trend_calendar_periods
+from model_core.calendar import calendar_features, epoch_seconds
 from model_core.config import TSSynthConfig
 from model_core.diagnostics import diagnose
 from model_core.generate import generate, iter_generate, rollout_calendar, sample_model_space
@@ -41,6 +43,13 @@ def trained(plant):
     started = time.monotonic()
     bundle = train(plant, TSSynthConfig().with_overrides(TINY), progress=events.append)
     return bundle, events, time.monotonic() - started
+
+
+@pytest.fixture(scope="module")
+def led(plant):
+    """The tiny model with stage 1 reading each step's states and the residual sampled from the rollout."""
+    config = TSSynthConfig().with_overrides(TINY).with_overrides({"trend": {"state_lead": True}, "sampling": {"strength": 0.1}})
+    return train(plant, config)
 
 
 @pytest.fixture(scope="module")
@@ -274,6 +283,63 @@ def test_rollout_trend_is_the_window_trend_of_its_own_path(trained):
     assert states.shape == (4, 10, len(bundle.transforms.discrete))
     with torch.no_grad():
         assert torch.allclose(bundle.trend.window_trend(context, path, context_tokens, states, calendar), trend, atol=1e-5)
+
+
+def test_the_trend_reads_the_states_of_the_step_it_predicts(led, plant):
+    # The pressure at a pump's discharge steps in the hour the pump switches: the history cannot foresee
+    # that, the new state tells it.
+    bundle = led
+    assert bundle.trend is not None and bundle.trend.state_lead is not None
+    table = prepare_table(plant, bundle.config.data, bundle.config.window.seq_len)
+    continuous, discrete = bundle.transforms.transform(table.values)
+    x, tokens = torch.as_tensor(continuous, dtype=torch.float32), torch.as_tensor(discrete)
+    times = epoch_seconds(table.timestamps)
+    calendar = torch.as_tensor(calendar_features(times, trend_calendar_periods(bundle.config, table.schema)))
+    pressure = bundle.transforms.continuous.index("P_J1")
+    pump = bundle.transforms.discrete.index("S_PUMP1")
+    switches = torch.nonzero(tokens[1:, pump] != tokens[:-1, pump])[:, 0]
+    assert len(switches) >= 10
+
+    def pressure_error(next_tokens: torch.Tensor) -> float:
+        with torch.no_grad():
+            predictions, _, _ = bundle.trend(x[None, :-1], tokens[None, :-1], calendar=calendar[None, :-1], next_tokens=next_tokens[None])
+        return float((predictions[0, switches, pressure] - x[switches + 1, pressure]).abs().mean())
+
+    jump = float((x[switches + 1, pressure] - x[switches, pressure]).abs().mean())
+    told = pressure_error(tokens[1:])
+    # The same history with the states of the step withheld (the rows' own states repeated).
+    withheld = pressure_error(tokens[:-1])
+    assert told < 0.7 * withheld and told < 0.4 * jump, (told, withheld, jump)
+
+
+def _rollout_path(bundle, n: int, length: int, seed: int) -> torch.Tensor:
+    """The rollout path ``sample_model_space`` draws with this seed (same random draws, same order)."""
+    generator = torch.Generator().manual_seed(seed)
+    picks = torch.randint(0, len(bundle.pools.contexts), (n,), generator=generator).numpy()
+    innovations = InnovationPool(
+        torch.as_tensor(bundle.pools.residual_trends),
+        torch.as_tensor(bundle.pools.residuals),
+        bundle.config.trend.innovation_neighbours,
+        torch.as_tensor(bundle.pools.residual_states),
+        bundle.trend.n_categories,
+    )
+    context = torch.as_tensor(bundle.pools.contexts[picks], dtype=torch.float32)
+    calendar = rollout_calendar(bundle, bundle.pools.context_times[picks], length)
+    _, path, _ = bundle.trend.rollout(
+        context, torch.as_tensor(bundle.pools.context_tokens[picks]), length, innovations, generator, calendar
+    )
+    return path
+
+
+@pytest.mark.parametrize("length", [24, 60])
+def test_a_low_strength_keeps_the_output_near_the_rollout_path(led, length):
+    # SDEdit: the reverse diffusion starts from the rollout's own residual, noised to 10 % of the schedule.
+    path = _rollout_path(led, 16, length, seed=5)
+    near, _, _ = sample_model_space(led, 16, length, torch.Generator().manual_seed(5))
+    from_noise = dataclasses.replace(led, config=led.config.with_overrides({"sampling": {"strength": 1.0}}))
+    far, _, _ = sample_model_space(from_noise, 16, length, torch.Generator().manual_seed(5))
+    near_gap, far_gap = (float(np.abs(out - path.numpy()).mean()) for out in (near, far))
+    assert near_gap < 0.5 * far_gap, (near_gap, far_gap)
 
 
 def test_validation_blocks_are_spread_over_the_series_and_never_train():
