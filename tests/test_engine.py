@@ -312,8 +312,8 @@ def test_the_trend_reads_the_states_of_the_step_it_predicts(led, plant):
     assert told < 0.7 * withheld and told < 0.4 * jump, (told, withheld, jump)
 
 
-def _rollout_path(bundle, n: int, length: int, seed: int) -> torch.Tensor:
-    """The rollout path ``sample_model_space`` draws with this seed (same random draws, same order)."""
+def _stage_one_rollout(bundle, n: int, length: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rollout path and states ``sample_model_space`` draws with this seed (same draws, same order)."""
     generator = torch.Generator().manual_seed(seed)
     picks = torch.randint(0, len(bundle.pools.contexts), (n,), generator=generator).numpy()
     innovations = InnovationPool(
@@ -325,16 +325,16 @@ def _rollout_path(bundle, n: int, length: int, seed: int) -> torch.Tensor:
     )
     context = torch.as_tensor(bundle.pools.contexts[picks], dtype=torch.float32)
     calendar = rollout_calendar(bundle, bundle.pools.context_times[picks], length)
-    _, path, _ = bundle.trend.rollout(
+    _, path, states = bundle.trend.rollout(
         context, torch.as_tensor(bundle.pools.context_tokens[picks]), length, innovations, generator, calendar
     )
-    return path
+    return path, states
 
 
 @pytest.mark.parametrize("length", [24, 60])
 def test_a_low_strength_keeps_the_output_near_the_rollout_path(led, length):
     # SDEdit: the reverse diffusion starts from the rollout's own residual, noised to 10 % of the schedule.
-    path = _rollout_path(led, 16, length, seed=5)
+    path, _ = _stage_one_rollout(led, 16, length, seed=5)
     near, _, _ = sample_model_space(led, 16, length, torch.Generator().manual_seed(5))
     from_noise = dataclasses.replace(led, config=led.config.with_overrides({"sampling": {"strength": 1.0}}))
     far, _, _ = sample_model_space(from_noise, 16, length, torch.Generator().manual_seed(5))
@@ -433,22 +433,8 @@ def test_generated_states_are_the_states_stage_1_sampled(trained):
     # The denoiser holds stage 1's states and fills in the continuous residual given them.
     bundle = trained[0]
     assert bundle.trend is not None and bundle.trend.n_categories == bundle.transforms.n_categories
-    generator = torch.Generator().manual_seed(3)
-    _, tokens, _ = sample_model_space(bundle, 16, 30, generator)
-    generator = torch.Generator().manual_seed(3)
-    picks = torch.randint(0, len(bundle.pools.contexts), (16,), generator=generator).numpy()
-    innovations = InnovationPool(
-        torch.as_tensor(bundle.pools.residual_trends),
-        torch.as_tensor(bundle.pools.residuals),
-        bundle.config.trend.innovation_neighbours,
-        torch.as_tensor(bundle.pools.residual_states),
-        bundle.trend.n_categories,
-    )
-    context = torch.as_tensor(bundle.pools.contexts[picks], dtype=torch.float32)
-    calendar = rollout_calendar(bundle, bundle.pools.context_times[picks], 30)
-    _, _, states = bundle.trend.rollout(
-        context, torch.as_tensor(bundle.pools.context_tokens[picks]), 30, innovations, generator, calendar
-    )
+    _, tokens, _ = sample_model_space(bundle, 16, 30, torch.Generator().manual_seed(3))
+    _, states = _stage_one_rollout(bundle, 16, 30, seed=3)
     assert np.array_equal(tokens, states.numpy())
     assert len(np.unique(tokens[..., 0])) > 1
 
