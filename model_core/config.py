@@ -79,7 +79,7 @@ class TrendConfig(_Section):
         "timestamp column.",
     )
     state_lead: bool = Field(
-        False,
+        True,
         description="The continuous prediction of each step also reads the states sampled for that step, so a flow "
         "jumps and a tank turns in the hour its pump switches instead of an hour later.",
     )
@@ -152,7 +152,7 @@ class SamplingConfig(_Section):
     steps: int = Field(25, ge=1, le=10_000, description="DDIM steps (DDPM always uses all timesteps).")
     eta: float = Field(0.0, ge=0.0, le=1.0, description="DDIM stochasticity (0 = deterministic given the noise).")
     strength: float = Field(
-        1.0,
+        0.1,
         gt=0.0,
         le=1.0,
         description="Where the residual's reverse diffusion starts, as a fraction of the schedule (SDEdit): 1 starts "

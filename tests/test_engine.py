@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from model_core.bundle import FORMAT_VERSION, BundleError, load_bundle, save_bundle, trend_calendar_periods
 from model_core.calendar import calendar_features, epoch_seconds
@@ -43,13 +44,6 @@ def trained(plant):
     started = time.monotonic()
     bundle = train(plant, TSSynthConfig().with_overrides(TINY), progress=events.append)
     return bundle, events, time.monotonic() - started
-
-
-@pytest.fixture(scope="module")
-def led(plant):
-    """The tiny model with stage 1 reading each step's states and the residual sampled from the rollout."""
-    config = TSSynthConfig().with_overrides(TINY).with_overrides({"trend": {"state_lead": True}, "sampling": {"strength": 0.1}})
-    return train(plant, config)
 
 
 @pytest.fixture(scope="module")
@@ -188,6 +182,28 @@ def test_a_bundle_saved_before_range_couplings_still_loads_and_generates(saved, 
     assert ((synthetic["F_PUMP1"] == 0) == (synthetic["S_PUMP1"] == 0)).all()
 
 
+def test_a_bundle_saved_before_state_lead_and_strength_loads_as_it_was_made(saved, tmp_path):
+    """Format-5 bundles from before ``trend.state_lead`` and ``sampling.strength`` have neither key in
+    config.json nor the lead weight: they load with both off, not with today's defaults."""
+    old = tmp_path / "old"
+    shutil.copytree(saved, old)
+    config = json.loads((old / "config.json").read_text())
+    assert config["trend"].pop("state_lead") and config["sampling"].pop("strength") < 1
+    (old / "config.json").write_text(json.dumps(config))
+    weights = load_file(str(old / "trend.safetensors"))
+    del weights["state_lead.weight"]
+    save_file(weights, str(old / "trend.safetensors"))
+    manifest = json.loads((old / "manifest.json").read_text())
+    for name in ("config.json", "trend.safetensors"):
+        manifest["files"][name] = hashlib.sha256((old / name).read_bytes()).hexdigest()
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    loaded = load_bundle(old)
+    assert loaded.trend is not None and loaded.trend.state_lead is None
+    assert loaded.config.trend.state_lead is False and loaded.config.sampling.strength == 1.0
+    synthetic = generate(loaded, 8, seed=2)
+    assert ((synthetic["F_PUMP1"] == 0) == (synthetic["S_PUMP1"] == 0)).all()
+
+
 def test_save_refuses_to_overwrite_and_leaves_no_temporary_files(trained, saved):
     with pytest.raises(BundleError, match="already exists"):
         save_bundle(trained[0], saved)
@@ -285,10 +301,10 @@ def test_rollout_trend_is_the_window_trend_of_its_own_path(trained):
         assert torch.allclose(bundle.trend.window_trend(context, path, context_tokens, states, calendar), trend, atol=1e-5)
 
 
-def test_the_trend_reads_the_states_of_the_step_it_predicts(led, plant):
+def test_the_trend_reads_the_states_of_the_step_it_predicts(trained, plant):
     # The pressure at a pump's discharge steps in the hour the pump switches: the history cannot foresee
-    # that, the new state tells it.
-    bundle = led
+    # that, the new state tells it (trend.state_lead, on by default).
+    bundle = trained[0]
     assert bundle.trend is not None and bundle.trend.state_lead is not None
     table = prepare_table(plant, bundle.config.data, bundle.config.window.seq_len)
     continuous, discrete = bundle.transforms.transform(table.values)
@@ -332,11 +348,14 @@ def _stage_one_rollout(bundle, n: int, length: int, seed: int) -> tuple[torch.Te
 
 
 @pytest.mark.parametrize("length", [24, 60])
-def test_a_low_strength_keeps_the_output_near_the_rollout_path(led, length):
-    # SDEdit: the reverse diffusion starts from the rollout's own residual, noised to 10 % of the schedule.
-    path, _ = _stage_one_rollout(led, 16, length, seed=5)
-    near, _, _ = sample_model_space(led, 16, length, torch.Generator().manual_seed(5))
-    from_noise = dataclasses.replace(led, config=led.config.with_overrides({"sampling": {"strength": 1.0}}))
+def test_a_low_strength_keeps_the_output_near_the_rollout_path(trained, length):
+    # SDEdit: by default the reverse diffusion starts from the rollout's own residual, noised to 10 % of
+    # the schedule.
+    bundle = trained[0]
+    assert bundle.config.sampling.strength == 0.1
+    path, _ = _stage_one_rollout(bundle, 16, length, seed=5)
+    near, _, _ = sample_model_space(bundle, 16, length, torch.Generator().manual_seed(5))
+    from_noise = dataclasses.replace(bundle, config=bundle.config.with_overrides({"sampling": {"strength": 1.0}}))
     far, _, _ = sample_model_space(from_noise, 16, length, torch.Generator().manual_seed(5))
     near_gap, far_gap = (float(np.abs(out - path.numpy()).mean()) for out in (near, far))
     assert near_gap < 0.5 * far_gap, (near_gap, far_gap)
