@@ -1,7 +1,8 @@
 """Speed benchmark on this machine's CPU: training, sampling, memory, and the real service over loopback.
 
 * Engine, in process: default training on BATADAL (seconds per 1,000 denoiser steps and in total),
-  sampling windows/s for DDPM and DDIM-10/20/50 (1,000 windows x 24 steps), peak resident memory.
+  sampling windows/s for the default (DDIM-25 from the rollout at strength 0.1), DDPM, and DDIM-10/20/50
+  from pure noise (1,000 windows x 24 steps), peak resident memory.
 * Service, as a subprocess (``uvicorn app.main:create_app --factory`` on a free 127.0.0.1 port, serving
   the demo model trained exactly as the service trains it for itself): ``POST /v1/models/demo/generate``
   64 x 24 latency with 1 and 8 concurrent clients, CSV export rows/s and server RSS growth for 1,000,000
@@ -18,6 +19,7 @@ run writes both under ``bench/results/quick/`` instead (git-ignored), never over
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import resource
 import secrets
@@ -60,16 +62,22 @@ from bench.report import (
 )
 from model_core.bundle import save_bundle
 from model_core.config import TSSynthConfig
+from model_core.diffusion import NoiseSchedule
 from model_core.generate import generate
+from model_core.samplers import make_sampler
 from model_core.simulator import simulate_plant, write_demo_csv
 from model_core.train import Progress as TrainProgress
 from model_core.train import default_threads, train
 
-SAMPLERS: list[tuple[str, str, int | None]] = [
-    ("DDPM (all T steps)", "ddpm", None),
-    ("DDIM-10", "ddim", 10),
-    ("DDIM-20", "ddim", 20),
-    ("DDIM-50", "ddim", 50),
+#: (sampler, DDIM steps, sampling.strength): the default (DDIM-25 from the rollout at strength 0.1), then
+#: every sampler from pure noise (strength 1), where all of its steps run.
+SAMPLERS: list[tuple[str, int | None, float]] = [
+    ("ddim", 25, 0.1),
+    ("ddpm", None, 0.1),
+    ("ddpm", None, 1.0),
+    ("ddim", 10, 1.0),
+    ("ddim", 20, 1.0),
+    ("ddim", 50, 1.0),
 ]
 
 
@@ -171,12 +179,18 @@ def engine_speed(settings: SpeedSettings, log: Progress) -> dict[str, Any]:
         "sampling": {},
     }
     n = settings.sampling_windows
-    for label, sampler, steps in SAMPLERS:
+    schedule = NoiseSchedule.make(bundle.config.diffusion.timesteps, bundle.config.diffusion.noise_schedule)
+    for sampler, steps, strength in SAMPLERS:
+        label = f"{sampler.upper()}{f'-{steps}' if steps else ''}, strength {strength:g}"
         log(f"batadal: sampling {n} windows with {label}")
+        at_strength = dataclasses.replace(bundle, config=bundle.config.with_overrides({"sampling": {"strength": strength}}))
+        reverse = make_sampler(sampler, schedule)
+        reverse.set_timesteps(steps)
+        run = reverse.pairs_below(strength * schedule.timesteps) if strength < 1 else reverse.pairs()
         started = time.monotonic()
-        generate(bundle, n, seq_len=24, seed=0, sampler=sampler, steps=steps)
+        generate(at_strength, n, seq_len=24, seed=0, sampler=sampler, steps=steps)
         seconds = time.monotonic() - started
-        out["sampling"][label] = {"windows": n, "seconds": seconds, "windows_per_s": n / seconds}
+        out["sampling"][label] = {"windows": n, "reverse_steps": len(run), "seconds": seconds, "windows_per_s": n / seconds}
         log(f"batadal: {label}: {n / seconds:.1f} windows/s")
     out["peak_rss_mib"] = _peak_rss_mib()
     return out
@@ -320,9 +334,9 @@ def render(results: dict[str, Any]) -> str:
             ),
             "",
             table(
-                ["sampler", "windows (x 24 steps)", "seconds", "windows/s"],
+                ["sampler", "reverse steps run", "windows (x 24 steps)", "seconds", "windows/s"],
                 [
-                    [label, str(s["windows"]), f"{s['seconds']:.1f}", f"{s['windows_per_s']:.1f}"]
+                    [label, str(s.get("reverse_steps", "")), str(s["windows"]), f"{s['seconds']:.1f}", f"{s['windows_per_s']:.1f}"]
                     for label, s in engine["sampling"].items()
                 ],
             ),

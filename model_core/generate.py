@@ -214,9 +214,7 @@ def _sample_window(
     x = torch.randn(n, window, n_continuous, generator=generator).to(device)
     pairs = sampler.pairs()
     if begin is not None:
-        level = config.sampling.strength * config.diffusion.timesteps
-        # The steps at or below the level; the last step alone when the grid is coarser than the level.
-        pairs = [(t, t_prev) for t, t_prev in pairs if t <= level] or pairs[-1:]
+        pairs = sampler.pairs_below(config.sampling.strength * config.diffusion.timesteps)
         x = schedule.add_noise(begin.to(device), x, torch.full((n,), pairs[0][0]))
     tokens = mask_ids.expand(n, window, -1).clone().to(device)
     known_residual, known_tokens = known_residual.to(device), known_tokens.to(device)

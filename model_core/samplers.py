@@ -32,6 +32,12 @@ class _Sampler:
         """``(t, t_prev)`` for every reverse step; the last ``t_prev`` is 0 (clean data)."""
         return list(zip(self.timesteps, [*self.timesteps[1:], 0], strict=True))
 
+    def pairs_below(self, level: float) -> list[tuple[int, int]]:
+        """The reverse steps from timestep ``level`` down (SDEdit starts there); the last step alone when
+        the grid has none at or below it."""
+        pairs = self.pairs()
+        return [(t, t_prev) for t, t_prev in pairs if t <= level] or pairs[-1:]
+
     def _x0_and_noise(self, v: torch.Tensor, t: int, x_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x0 (clamped) and the noise consistent with it and ``x_t``."""
         ab = float(self.schedule.alpha_bar[t])

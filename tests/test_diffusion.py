@@ -92,6 +92,30 @@ def test_ddim_timesteps_and_determinism():
     assert torch.equal(runs[0], runs[1])
 
 
+@pytest.mark.parametrize(("name", "steps"), [("ddpm", None), ("ddim", 25)])
+def test_a_start_from_noised_data_keeps_the_data_distribution(name, steps):
+    # SDEdit: data noised to the level of the first truncated step and denoised from there stays data.
+    schedule = NoiseSchedule.make(200, "cosine")
+    sampler = make_sampler(name, schedule, clip=50.0)
+    sampler.set_timesteps(steps)
+    pairs = sampler.pairs_below(20)
+    assert pairs[0][0] <= 20 and pairs[-1][1] == 0 and len(pairs) < len(sampler.pairs())
+    assert [t for t, _ in sampler.pairs() if t <= 20] == [t for t, _ in pairs]
+    generator = torch.Generator().manual_seed(0)
+    data = 2.0 + 0.5 * torch.randn(20_000, 1, generator=generator, dtype=torch.float64)
+    x = schedule.add_noise(data, torch.randn(data.shape, generator=generator, dtype=torch.float64), torch.full((20_000,), pairs[0][0]))
+    for t, t_prev in pairs:
+        x = sampler.step(_oracle_velocity(schedule, x, t, 2.0, 0.5), t, t_prev, x, generator)
+    assert float(x.mean()) == pytest.approx(2.0, abs=0.02)
+    assert float(x.std()) == pytest.approx(0.5, abs=0.05)
+
+
+def test_a_grid_coarser_than_the_start_level_runs_its_last_step():
+    sampler = DDIMSampler(NoiseSchedule.make(100, "cosine"), eta=0.0)
+    sampler.set_timesteps(5)
+    assert sampler.pairs_below(10) == [sampler.pairs()[-1]]
+
+
 def test_ddpm_refuses_a_step_count():
     with pytest.raises(ValueError, match="DDIM"):
         DDPMSampler(NoiseSchedule.make(100)).set_timesteps(10)
