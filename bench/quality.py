@@ -17,6 +17,7 @@ under ``docs/img/quality/``; a ``--quick`` run writes all three under ``bench/re
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shutil
 import sys
 import time
@@ -68,6 +69,7 @@ ABLATIONS: list[tuple[str, dict[str, Any]]] = [
     ("trend off", {"trend": {"enabled": False}}),
     ("stage-1 states off", {"trend": {"discrete_states": False}}),
     ("calendar off", {"trend": {"calendar": False}}),
+    ("state lead off", {"trend": {"state_lead": False}}),
     ("backbone transformer", {"diffusion": {"backbone_type": "transformer"}}),
     ("normalisation standard (bounds sigmoid)", {"transform": {"normalization": "standard"}}),
     ("standard, bounds none", {"transform": {"normalization": "standard", "bounds": "none"}}),
@@ -76,12 +78,14 @@ ABLATIONS: list[tuple[str, dict[str, Any]]] = [
     ("no quantile loss", {"loss": {"quantile_weight": 0.0}}),
     ("no residual-stats loss", {"loss": {"residual_stats_weight": 0.0}}),
 ]
-#: Sampling-only ablations on the default model: (label, sampler, steps); DDPM always runs all T steps.
-SAMPLERS: list[tuple[str, str, int | None]] = [
-    ("DDPM (all T steps)", "ddpm", None),
-    ("DDIM-10", "ddim", 10),
-    ("DDIM-20", "ddim", 20),
-    ("DDIM-50", "ddim", 50),
+#: Sampling-only ablations on the default model: (label, sampler, steps, sampling.strength). DDPM runs every
+#: timestep below the start level; strength 1 starts from pure noise.
+SAMPLERS: list[tuple[str, str, int | None, float]] = [
+    ("strength 1 (from pure noise)", "ddim", 25, 1.0),
+    ("DDPM", "ddpm", None, 0.1),
+    ("DDIM-10", "ddim", 10, 0.1),
+    ("DDIM-20", "ddim", 20, 0.1),
+    ("DDIM-50", "ddim", 50, 0.1),
 ]
 ABLATION_DATASETS = ("batadal", "etth1")
 REFERENCES = {
@@ -475,8 +479,8 @@ def _ablations(
         }
         out[label].update(metrics)
     default_sampling = default_bundle.config.sampling
-    for label, sampler, steps in SAMPLERS:
-        if sampler == default_sampling.sampler and steps == default_sampling.steps:
+    for label, sampler, steps, strength in SAMPLERS:
+        if (sampler, steps, strength) == (default_sampling.sampler, default_sampling.steps, default_sampling.strength):
             out[label] = {
                 "sampler": sampler,
                 "steps": steps,
@@ -486,9 +490,12 @@ def _ablations(
             }
             continue
         tag = f"{dataset.name}: sampler {label}"
-        synthetic, generate_seconds = _generate(default_bundle, n, settings.seq_len, sampler, steps, tag, log)
+        bundle = dataclasses.replace(
+            default_bundle, config=default_bundle.config.with_overrides({"sampling": {"strength": strength}})
+        )
+        synthetic, generate_seconds = _generate(bundle, n, settings.seq_len, sampler, steps, tag, log)
         metrics, _ = evaluate(real, synthetic, names, kinds, pairs, settings.ablation_scores, tag, log)
-        out[label] = {"sampler": sampler, "steps": steps, "generate_seconds": generate_seconds, **metrics}
+        out[label] = {"sampler": sampler, "steps": steps, "strength": strength, "generate_seconds": generate_seconds, **metrics}
     return out
 
 
