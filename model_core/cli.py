@@ -169,6 +169,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
             f"{training['steps']} of training.max_steps {config.training.max_steps} denoiser steps; "
             "raise it, or set it to null, to train them all"
         )
+    choice = bundle.manifest.get("strength_choice")
+    if choice:
+        gaps = ", ".join(f"{s:g}: {g:.3f}" for s, g in zip(choice["candidates"], choice["discrimination_gaps"], strict=True))
+        print(
+            f"sampling.strength {choice['chosen']:g} chosen (training.choose_strength): a real-vs-synthetic "
+            f"classifier's |accuracy - 0.5| at each strength {gaps}; took {choice['seconds']} s"
+        )
     print(_couplings_line(bundle.schema))
     held_out = bundle.manifest["validation_rows"]
     against = f"{held_out} held-out rows" if held_out else "training rows, none held out"

@@ -14,6 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from model_core import train as train_module
 from model_core.bundle import FORMAT_VERSION, BundleError, load_bundle, save_bundle, trend_calendar_periods
 from model_core.calendar import calendar_features, epoch_seconds
 from model_core.config import TSSynthConfig
@@ -359,6 +360,24 @@ def test_a_low_strength_keeps_the_output_near_the_rollout_path(trained, length):
     far, _, _ = sample_model_space(from_noise, 16, length, torch.Generator().manual_seed(5))
     near_gap, far_gap = (float(np.abs(out - path.numpy()).mean()) for out in (near, far))
     assert near_gap < 0.5 * far_gap, (near_gap, far_gap)
+
+
+def test_choose_strength_keeps_the_strength_the_classifier_tells_apart_less(plant, monkeypatch, tmp_path):
+    # A shorter classifier than the real one (2000 iterations on 2048 windows): the test checks the wiring.
+    monkeypatch.setattr(train_module, "STRENGTH_CHOICE_ITERATIONS", 150)
+    monkeypatch.setattr(train_module, "STRENGTH_CHOICE_WINDOWS", 256)
+    events: list[Progress] = []
+    config = TSSynthConfig().with_overrides(TINY).with_overrides({"training": {"choose_strength": True}})
+    bundle = train(plant, config, progress=events.append)
+    choice = bundle.manifest["strength_choice"]
+    assert choice["candidates"] == [0.1, 1.0] and choice["windows"] == 256
+    gaps = choice["discrimination_gaps"]
+    assert all(0 <= gap <= 0.5 for gap in gaps)
+    assert choice["chosen"] == choice["candidates"][int(np.argmin(gaps))] == bundle.config.sampling.strength
+    stages = [e.stage for e in events]
+    assert stages.index("choose_strength") > stages.index("diffusion") and stages[-1] == "validate"
+    loaded = load_bundle(save_bundle(bundle, tmp_path / "chosen"))
+    assert loaded.config.sampling.strength == choice["chosen"]
 
 
 def test_validation_blocks_are_spread_over_the_series_and_never_train():
