@@ -147,8 +147,8 @@ class TrainingConfig(_Section):
         False,
         description="After training, generate windows at sampling.strength and at 1 (pure noise) and keep the one "
         "a real-vs-synthetic classifier (TimeGAN's discriminative score, one run) tells apart less; the choice is "
-        "saved in the model's config and both scores in its manifest. Costs about 1.5 minutes on BATADAL on 2 CPU "
-        "cores, beyond max_minutes (not yet the default for that reason). No effect without a trend or at strength 1.",
+        "saved in the model's config and both scores in its manifest. Takes about 1.5 minutes on BATADAL on 2 CPU "
+        "cores, which the denoiser leaves it within max_minutes. No effect without a trend or at strength 1.",
     )
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="'auto' uses CUDA when present.")

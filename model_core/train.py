@@ -161,14 +161,21 @@ def train(
     ema.to(device)
     budget = config.training.max_minutes
     deadline = None if budget is None else started + 60 * budget
+    choosing = config.training.choose_strength and trend_model is not None and config.sampling.strength < 1
+    reserved = 0.0
+    if choosing and deadline is not None:
+        # The strength choice runs after the denoiser, inside the budget: leave it the time it will take.
+        untrained = ModelBundle(config, table.schema, transforms, trend_model, denoiser, ema, pools)
+        reserved = _strength_choice_seconds(untrained)
+        deadline -= reserved
     diffusion_log = _fit_denoiser(
         denoiser, ema, train_set, val_set, transforms.n_categories, config, device, generator, report, stop, deadline
     )
 
     bundle = ModelBundle(config, table.schema, transforms, trend_model, denoiser.eval(), ema.eval(), pools)
     strength_choice = None
-    if config.training.choose_strength and trend_model is not None and config.sampling.strength < 1:
-        strength_choice = _choose_strength(bundle, table, train_segments, report)
+    if choosing:
+        strength_choice = {**_choose_strength(bundle, table, train_segments, report), "reserved_seconds": round(reserved, 1)}
         bundle.config = config.with_overrides({"sampling": {"strength": strength_choice["chosen"]}})
     report(Progress("validate", 0, 1))
     validation = _validation_report(bundle, table, val_segments or train_segments)
@@ -590,6 +597,25 @@ def _choose_strength(
         "windows": len(picks),
         "seconds": round(time.monotonic() - started, 1),
     }
+
+
+def _strength_choice_seconds(bundle: ModelBundle) -> float:
+    """What ``_choose_strength`` will take, timed on a sample of its work (its pace does not depend on the
+    weights): both candidates' generation on 1/8 of the windows, and 20 classifier iterations."""
+    config = bundle.config
+    probe_windows, probe_iterations = STRENGTH_CHOICE_WINDOWS // 8, 20
+    started = time.monotonic()
+    for strength in (config.sampling.strength, 1.0):
+        candidate = dataclasses.replace(bundle, config=config.with_overrides({"sampling": {"strength": strength}}))
+        generate(candidate, probe_windows, seed=config.training.seed)
+    generation = (time.monotonic() - started) * 8
+    features = sum(kind != "constant" for kind in bundle.schema.kinds.values())
+    windows = np.random.default_rng(0).random((2 * probe_windows, config.window.seq_len, max(features, 1)))
+    started = time.monotonic()
+    with single_thread():
+        discrimination_gap(windows[:probe_windows], windows[probe_windows:], probe_iterations, 128, 0)
+    classifier = (time.monotonic() - started) / probe_iterations * STRENGTH_CHOICE_ITERATIONS * 2
+    return generation + classifier
 
 
 def _eta(clock: float, done: int, total: int) -> float:

@@ -371,6 +371,8 @@ def test_choose_strength_keeps_the_strength_the_classifier_tells_apart_less(plan
     bundle = train(plant, config, progress=events.append)
     choice = bundle.manifest["strength_choice"]
     assert choice["candidates"] == [0.1, 1.0] and choice["windows"] == 256
+    # The denoiser left the choice its time within training.max_minutes.
+    assert choice["reserved_seconds"] > 0
     gaps = choice["discrimination_gaps"]
     assert all(0 <= gap <= 0.5 for gap in gaps)
     assert choice["chosen"] == choice["candidates"][int(np.argmin(gaps))] == bundle.config.sampling.strength
