@@ -17,7 +17,6 @@ under ``docs/img/quality/``; a ``--quick`` run writes all three under ``bench/re
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import shutil
 import sys
 import time
@@ -490,10 +489,7 @@ def _ablations(
             }
             continue
         tag = f"{dataset.name}: sampler {label}"
-        bundle = dataclasses.replace(
-            default_bundle, config=default_bundle.config.with_overrides({"sampling": {"strength": strength}})
-        )
-        synthetic, generate_seconds = _generate(bundle, n, settings.seq_len, sampler, steps, tag, log)
+        synthetic, generate_seconds = _generate(default_bundle.with_sampling(strength=strength), n, settings.seq_len, sampler, steps, tag, log)
         metrics, _ = evaluate(real, synthetic, names, kinds, pairs, settings.ablation_scores, tag, log)
         out[label] = {"sampler": sampler, "steps": steps, "strength": strength, "generate_seconds": generate_seconds, **metrics}
     return out

@@ -19,7 +19,6 @@ run writes both under ``bench/results/quick/`` instead (git-ignored), never over
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import resource
 import secrets
@@ -183,12 +182,11 @@ def engine_speed(settings: SpeedSettings, log: Progress) -> dict[str, Any]:
     for sampler, steps, strength in SAMPLERS:
         label = f"{sampler.upper()}{f'-{steps}' if steps else ''}, strength {strength:g}"
         log(f"batadal: sampling {n} windows with {label}")
-        at_strength = dataclasses.replace(bundle, config=bundle.config.with_overrides({"sampling": {"strength": strength}}))
         reverse = make_sampler(sampler, schedule)
         reverse.set_timesteps(steps)
         run = reverse.pairs_below(strength * schedule.timesteps) if strength < 1 else reverse.pairs()
         started = time.monotonic()
-        generate(at_strength, n, seq_len=24, seed=0, sampler=sampler, steps=steps)
+        generate(bundle.with_sampling(strength=strength), n, seq_len=24, seed=0, sampler=sampler, steps=steps)
         seconds = time.monotonic() - started
         out["sampling"][label] = {"windows": n, "reverse_steps": len(run), "seconds": seconds, "windows_per_s": n / seconds}
         log(f"batadal: {label}: {n / seconds:.1f} windows/s")

@@ -22,7 +22,7 @@ import json
 import os
 import shutil
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +97,10 @@ class ModelBundle:
     @property
     def device(self) -> torch.device:
         return next(self.ema.parameters()).device
+
+    def with_sampling(self, **settings: Any) -> ModelBundle:
+        """The same networks under other ``sampling`` settings (strength, sampler, steps, ...)."""
+        return replace(self, config=self.config.with_overrides({"sampling": settings}))
 
 
 def build_networks(

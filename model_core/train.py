@@ -14,7 +14,6 @@ evaluations) and the final diagnostics written into the manifest.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import hashlib
 import math
 import os
@@ -581,8 +580,7 @@ def _choose_strength(
     gaps = []
     for done, strength in enumerate(candidates):
         report(Progress("choose_strength", done, len(candidates)))
-        candidate = dataclasses.replace(bundle, config=config.with_overrides({"sampling": {"strength": strength}}))
-        frame = generate(candidate, len(picks), seed=config.training.seed)
+        frame = generate(bundle.with_sampling(strength=strength), len(picks), seed=config.training.seed)
         synthetic = frame[names].to_numpy(dtype=float).reshape(len(picks), seq_len, len(names))
         with single_thread():
             scaled_real, scaled_synthetic = scale_with_real_range(real, synthetic)
@@ -606,8 +604,7 @@ def _strength_choice_seconds(bundle: ModelBundle) -> float:
     probe_windows, probe_iterations = STRENGTH_CHOICE_WINDOWS // 8, 20
     started = time.monotonic()
     for strength in (config.sampling.strength, 1.0):
-        candidate = dataclasses.replace(bundle, config=config.with_overrides({"sampling": {"strength": strength}}))
-        generate(candidate, probe_windows, seed=config.training.seed)
+        generate(bundle.with_sampling(strength=strength), probe_windows, seed=config.training.seed)
     generation = (time.monotonic() - started) * 8
     features = sum(kind != "constant" for kind in bundle.schema.kinds.values())
     windows = np.random.default_rng(0).random((2 * probe_windows, config.window.seq_len, max(features, 1)))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import shutil
@@ -356,7 +355,7 @@ def test_a_low_strength_keeps_the_output_near_the_rollout_path(trained, length):
     assert bundle.config.sampling.strength == 0.1
     path, _ = _stage_one_rollout(bundle, 16, length, seed=5)
     near, _, _ = sample_model_space(bundle, 16, length, torch.Generator().manual_seed(5))
-    from_noise = dataclasses.replace(bundle, config=bundle.config.with_overrides({"sampling": {"strength": 1.0}}))
+    from_noise = bundle.with_sampling(strength=1.0)
     far, _, _ = sample_model_space(from_noise, 16, length, torch.Generator().manual_seed(5))
     near_gap, far_gap = (float(np.abs(out - path.numpy()).mean()) for out in (near, far))
     assert near_gap < 0.5 * far_gap, (near_gap, far_gap)
