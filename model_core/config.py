@@ -156,7 +156,7 @@ class TrainingConfig(_Section):
 
 class SamplingConfig(_Section):
     sampler: Literal["ddpm", "ddim"] = "ddim"
-    steps: int = Field(25, ge=1, le=10_000, description="DDIM steps (DDPM always uses all timesteps).")
+    steps: int = Field(25, ge=1, le=10_000, description="DDIM steps (DDPM uses every timestep); either runs only those below sampling.strength's level.")
     eta: float = Field(0.0, ge=0.0, le=1.0, description="DDIM stochasticity (0 = deterministic given the noise).")
     strength: float = Field(
         0.1,
