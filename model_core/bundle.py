@@ -33,7 +33,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from model_core.backbones import ResidualDenoiser
-from model_core.config import ConfigError, TSSynthConfig, parse_config
+from model_core.config import ConfigError, TSSynthConfig
 from model_core.schema import TableSchema
 from model_core.transforms import FittedTransforms
 from model_core.trend import TemporalGRUGenerator
@@ -186,7 +186,7 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> ModelBu
         if _sha256(path / name) != digest:
             raise BundleError(f"{path}: {name} is corrupted (checksum mismatch)")
     try:
-        config = _load_config(path / "config.json")
+        config = TSSynthConfig.load(path / "config.json", missing=_SETTINGS_BEFORE_THEY_EXISTED)
         schema = TableSchema.model_validate_json((path / "schema.json").read_text())
         transforms = FittedTransforms.load(path, schema)
         with np.load(path / "pools.npz", allow_pickle=False) as arrays:
@@ -212,18 +212,6 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> ModelBu
         if module is not None:
             module.to(device).eval()
     return ModelBundle(config, schema, transforms, trend, denoiser, ema, pools, manifest, path)
-
-
-def _load_config(file: Path) -> TSSynthConfig:
-    """The saved config, with the settings it predates set to what the bundle was made with."""
-    try:
-        raw = json.loads(file.read_text())
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{file}: not valid JSON ({exc})") from exc
-    for (section, key), value in _SETTINGS_BEFORE_THEY_EXISTED.items():
-        if isinstance(raw, dict) and isinstance(raw.get(section), dict):
-            raw[section].setdefault(key, value)
-    return parse_config(raw, source=str(file))
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:

@@ -8,6 +8,7 @@ service's config overrides is an error that names the key, never a silently igno
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -194,11 +195,16 @@ class TSSynthConfig(_Section):
         Path(path).write_text(self.model_dump_json(indent=2) + "\n")
 
     @classmethod
-    def load(cls, path: str | Path) -> TSSynthConfig:
+    def load(cls, path: str | Path, missing: Mapping[tuple[str, str], Any] | None = None) -> TSSynthConfig:
+        """Read a config file; ``missing`` gives ``(section, key)`` values for keys the file lacks, where they
+        should not take today's default."""
         try:
             raw = json.loads(Path(path).read_text())
         except json.JSONDecodeError as exc:
             raise ConfigError(f"{path}: not valid JSON ({exc})") from exc
+        for (section, key), value in (missing or {}).items():
+            if isinstance(raw, dict) and isinstance(raw.get(section), dict):
+                raw[section].setdefault(key, value)
         return parse_config(raw, source=str(path))
 
     def with_overrides(self, overrides: dict[str, Any]) -> TSSynthConfig:
