@@ -175,7 +175,7 @@ def train(
     strength_choice = None
     if choosing:
         strength_choice = {**_choose_strength(bundle, table, train_segments, report), "reserved_seconds": round(reserved, 1)}
-        bundle.config = config.with_overrides({"sampling": {"strength": strength_choice["chosen"]}})
+        bundle = bundle.with_sampling(strength=strength_choice["chosen"])
     report(Progress("validate", 0, 1))
     validation = _validation_report(bundle, table, val_segments or train_segments)
     bundle.manifest = {
