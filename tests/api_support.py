@@ -20,7 +20,7 @@ ADMIN_TOKEN = "test-admin-token"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 #: Overrides that make training take a few seconds.
 TINY_OVERRIDES: dict[str, Any] = {
-    "training": {"max_steps": 30, "batch_size": 32},
+    "training": {"max_steps": 30, "batch_size": 32, "choose_strength": False},
     "trend": {"epochs": 1},
     "diffusion": {"hidden_size": 32, "num_layers": 1, "timesteps": 50},
     "sampling": {"steps": 10},

@@ -63,7 +63,7 @@ def _agreement_with_the_schedule(calendar: bool) -> float:
     # One step of context cannot tell where in its 12-hour run the valve is: only the clock can.
     overrides = {
         "trend": {"epochs": 30, "hidden_size": 16, "context_len": 1, "calendar": calendar},
-        "training": {"max_steps": 20, "eval_every": 10, "batch_size": 32},
+        "training": {"max_steps": 20, "eval_every": 10, "batch_size": 32, "choose_strength": False},
         "diffusion": {"hidden_size": 16, "num_layers": 1, "timesteps": 20},
         "sampling": {"steps": 5},
     }

@@ -13,7 +13,7 @@ from model_core.cli import main
 from model_core.simulator import simulate_plant
 
 TINY = {
-    "training": {"max_steps": 60, "batch_size": 32, "eval_every": 30},
+    "training": {"max_steps": 60, "batch_size": 32, "eval_every": 30, "choose_strength": False},
     "trend": {"epochs": 1, "hidden_size": 16},
     "diffusion": {"hidden_size": 32, "num_layers": 1, "timesteps": 50},
     "sampling": {"steps": 5},

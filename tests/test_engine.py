@@ -25,8 +25,10 @@ from model_core.train import Progress, TrainingCancelled, split_by_time, steps_w
 from model_core.trend import InnovationPool, TemporalGRUGenerator
 from model_core.windows import window_starts
 
+# The strength choice (on by default) would add most of a minute to every training here: its own test
+# turns it on.
 TINY = {
-    "training": {"max_steps": 400, "batch_size": 64, "eval_every": 100, "lr": 2e-3},
+    "training": {"max_steps": 400, "batch_size": 64, "eval_every": 100, "lr": 2e-3, "choose_strength": False},
     "trend": {"epochs": 6, "hidden_size": 32},
     "diffusion": {"hidden_size": 48, "num_layers": 2, "timesteps": 100},
     "sampling": {"steps": 20},
@@ -374,11 +376,20 @@ def test_choose_strength_keeps_the_strength_the_classifier_tells_apart_less(plan
     assert choice["reserved_seconds"] > 0
     gaps = choice["discrimination_gaps"]
     assert all(0 <= gap <= 0.5 for gap in gaps)
-    assert choice["chosen"] == choice["candidates"][int(np.argmin(gaps))] == bundle.config.sampling.strength
+    expected = 1.0 if gaps[1] < gaps[0] - choice["margin"] else 0.1
+    assert choice["chosen"] == expected == bundle.config.sampling.strength
     stages = [e.stage for e in events]
     assert stages.index("choose_strength") > stages.index("diffusion") and stages[-1] == "validate"
     loaded = load_bundle(save_bundle(bundle, tmp_path / "chosen"))
     assert loaded.config.sampling.strength == choice["chosen"]
+
+
+def test_pure_noise_must_score_clearly_lower_to_replace_the_configured_strength():
+    margin = train_module.STRENGTH_CHOICE_MARGIN
+    assert train_module._pick_strength(0.1, 0.30, 0.30 - 2 * margin) == 1.0
+    # A tie within one classifier run's spread keeps the configured start, which generates faster.
+    assert train_module._pick_strength(0.1, 0.30, 0.30 - margin / 2) == 0.1
+    assert train_module._pick_strength(0.1, 0.30, 0.35) == 0.1
 
 
 def test_validation_blocks_are_spread_over_the_series_and_never_train():
