@@ -285,6 +285,9 @@ def run_dataset(
         },
         "generate_seconds": generate_seconds,
         "sampler": {"name": config.sampling.sampler, "steps": config.sampling.steps},
+        # The strength the model samples at: training's choice (training.choose_strength), with both scores.
+        "strength": bundle.config.sampling.strength,
+        "strength_choice": bundle.manifest.get("strength_choice"),
         "real_flow_state_agreement": flow_state_agreement(real, names, pairs),
         "results": {"model": model},
     }
@@ -632,6 +635,19 @@ def _denoiser_steps(data: dict[str, Any]) -> str:
     return f" ({denoiser['steps']} denoiser steps, stopped by {reason})"
 
 
+def _strength(data: dict[str, Any]) -> str:
+    """The sampling strength and how training chose it (results from before this was recorded have none)."""
+    if data.get("strength") is None:
+        return ""
+    choice = data.get("strength_choice")
+    if not choice:
+        return f", strength {data['strength']:g}"
+    scores = ", ".join(
+        f"{gap:.3f} at {strength:g}" for strength, gap in zip(choice["candidates"], choice["discrimination_gaps"], strict=True)
+    )
+    return f", strength {data['strength']:g}, chosen by training: one classifier run scored {scores}"
+
+
 def render(results: dict[str, Any]) -> str:
     """The quality section of docs/benchmarks.md, entirely from the results JSON."""
     scores = results["settings"]["scores"]
@@ -678,7 +694,7 @@ def _render_dataset(name: str, data: dict[str, Any]) -> list[str]:
         f"{features['constant']} constant features; {data['real_windows']:,} real windows. Default model trained in "
         f"{data['train_seconds']:.0f} s{_denoiser_steps(data)}; {data['synthetic_windows']:,} windows generated in "
         f"{data['generate_seconds']:.0f} s "
-        f"({data['sampler']['name']}, {data['sampler']['steps']} steps)."
+        f"({data['sampler']['name']}, {data['sampler']['steps']} steps{_strength(data)})."
         + (
             f" Pump flow/state agreement in the real data: {100 * real_agreement['mean']:.1f} %."
             if real_agreement

@@ -13,6 +13,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.baselines import fit_var1, iid_sample, snap_to_support, time_halves  # noqa: E402
+from bench.giveaway import feature_groups, subsets  # noqa: E402
 from bench.metrics import (  # noqa: E402
     closest_real_distance,
     correlation_error,
@@ -145,3 +146,15 @@ def test_closest_real_distance_ignores_overlapping_real_windows():
     result = closest_real_distance(real, np.arange(400), real[::3], [0], np.random.default_rng(0))
     assert result["real_median"] == pytest.approx(10 * np.sqrt(10) / scale, rel=1e-3)  # float32 distances
     assert result["synthetic_median"] < 1e-3 and result["copy_share"] == 1.0  # exact copies are flagged
+
+
+def test_giveaway_groups_features_by_name_prefix_and_skips_constants():
+    names = ["L_T1", "L_T2", "F_PU1", "S_PU1", "P_J1", "OT", "PLANT_ID"]
+    kinds = dict.fromkeys(names, "continuous") | {"S_PU1": "discrete", "PLANT_ID": "constant"}
+    groups = feature_groups(names, kinds)
+    assert groups == {"L": [0, 1], "F": [2], "S": [3], "P": [4], "OT": [5]}
+    chosen = subsets(groups)
+    assert chosen["all"] == [0, 1, 2, 3, 4, 5]
+    assert chosen["L + P"] == [0, 1, 4] and chosen["all but L"] == [2, 3, 4, 5]
+    # 5 groups: all, each group, each pair, each group left out.
+    assert len(chosen) == 1 + 5 + 10 + 5

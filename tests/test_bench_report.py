@@ -61,3 +61,10 @@ def test_the_ablation_default_row_uses_the_variants_protocol():
     assert cut["discriminative"]["runs"] == [0.015, 0.035]
     assert abs(cut["discriminative"]["mean"] - 0.025) < 1e-12 and abs(cut["discriminative"]["std"] - 0.01) < 1e-12
     assert default["discriminative"]["mean"] == 0.036  # the input is not changed
+
+
+def test_the_dataset_line_says_at_which_strength_the_model_sampled_and_why():
+    chosen = {"strength": 0.1, "strength_choice": {"candidates": [0.1, 1.0], "discrimination_gaps": [0.2451, 0.3447]}}
+    assert quality._strength(chosen) == ", strength 0.1, chosen by training: one classifier run scored 0.245 at 0.1, 0.345 at 1"
+    assert quality._strength({"strength": 1.0, "strength_choice": None}) == ", strength 1"
+    assert quality._strength({}) == ""  # results recorded before the strength was

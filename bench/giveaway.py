@@ -1,0 +1,106 @@
+"""Which features give a model's synthetic windows away: the discriminative score on groups of features.
+
+The discriminative score says how well a classifier tells synthetic windows from real ones, not by what.
+This script runs the same classifier (``model_core/discriminator.py``) on each group of features, on every
+pair of groups and on all groups but one. Features are grouped by the letters their name starts with
+(BATADAL: ``L_`` tank levels, ``F_`` flows, ``S_`` states, ``P_`` pressures; a dataset whose names share
+no prefix gets one group per feature). A group that is near the real-vs-real floor alone and far above it
+beside another points at the relation between the two, which is where a model change should aim
+(docs/DECISIONS.md, "where BATADAL's discriminative score comes from").
+
+    .venv/bin/python bench/giveaway.py --dataset batadal --model models/batadal
+
+One classifier run per subset (its spread between runs is about ±0.05 on BATADAL: compare large
+differences only). Prints a table and writes ``bench/results/giveaway_<dataset>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.datasets import load_dataset, real_series  # noqa: E402
+from bench.metrics import frame_to_windows  # noqa: E402
+from model_core.bundle import load_bundle  # noqa: E402
+from model_core.discriminator import discrimination_gap, scale_with_real_range, single_thread  # noqa: E402
+from model_core.generate import generate  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def feature_groups(names: list[str], kinds: dict[str, str]) -> dict[str, list[int]]:
+    """Column indices of the non-constant features, grouped by the letters each name starts with."""
+    groups: dict[str, list[int]] = {}
+    for index, name in enumerate(names):
+        if kinds[name] == "constant":
+            continue
+        prefix = re.match(r"[A-Za-z]*", name)
+        groups.setdefault(prefix.group(0) if prefix and prefix.group(0) else name, []).append(index)
+    return groups
+
+
+def subsets(groups: dict[str, list[int]]) -> dict[str, list[int]]:
+    """Every group, every pair of groups and all groups but one (with more than two groups), by label."""
+    everything = sorted(i for columns in groups.values() for i in columns)
+    chosen = {"all": everything}
+    chosen.update({name: columns for name, columns in groups.items()})
+    for (first, a), (second, b) in itertools.combinations(groups.items(), 2):
+        chosen[f"{first} + {second}"] = a + b
+    if len(groups) > 2:
+        for name, columns in groups.items():
+            chosen[f"all but {name}"] = [i for i in everything if i not in columns]
+    return chosen
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", required=True, help="demo, batadal or etth1")
+    parser.add_argument("--model", required=True, help="a model directory trained on that dataset")
+    parser.add_argument("--windows", type=int, default=2048, help="real and synthetic windows per side")
+    parser.add_argument("--iterations", type=int, default=2000, help="classifier iterations per subset")
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(1)
+    bundle = load_bundle(args.model)
+    series = real_series(load_dataset(args.dataset), bundle.schema)
+    seq_len = bundle.config.window.seq_len
+    real, _ = series.windows(seq_len)
+    n = min(len(real), args.windows)
+    real = real[np.random.default_rng(0).permutation(len(real))[:n]]
+    synthetic = frame_to_windows(generate(bundle, n, seq_len=seq_len, seed=1), series.names)
+
+    groups = feature_groups(series.names, bundle.schema.kinds)
+    gaps: dict[str, float] = {}
+    started = time.monotonic()
+    print(f"| features ({args.dataset}, {n} windows per side) | columns | gap |\n| --- | --- | --- |")
+    for label, columns in subsets(groups).items():
+        with single_thread():
+            scaled_real, scaled_synthetic = scale_with_real_range(real[..., columns], synthetic[..., columns])
+            gaps[label] = round(discrimination_gap(scaled_real, scaled_synthetic, args.iterations, 128, 0), 3)
+        print(f"| {label} | {len(columns)} | {gaps[label]:.3f} |", flush=True)
+    result = {
+        "dataset": args.dataset,
+        "model": str(args.model),
+        "windows": n,
+        "iterations": args.iterations,
+        "groups": {name: [series.names[i] for i in columns] for name, columns in groups.items()},
+        "gaps": gaps,
+        "seconds": round(time.monotonic() - started, 1),
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"giveaway_{args.dataset}.json").write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
