@@ -175,6 +175,8 @@ def engine_speed(settings: SpeedSettings, log: Progress) -> dict[str, Any]:
         "denoiser_steps": s1,
         "seconds_per_1000_denoiser_steps": 1000 * (t1 - t0) / max(s1 - s0, 1),
         "peak_rss_after_training_mib": _peak_rss_mib(),
+        "strength": bundle.config.sampling.strength,
+        "strength_choice": bundle.manifest.get("strength_choice"),
         "sampling": {},
     }
     n = settings.sampling_windows
@@ -192,6 +194,17 @@ def engine_speed(settings: SpeedSettings, log: Progress) -> dict[str, Any]:
         log(f"batadal: {label}: {n / seconds:.1f} windows/s")
     out["peak_rss_mib"] = _peak_rss_mib()
     return out
+
+
+def _strength_rows(engine: dict[str, Any]) -> list[list[str]]:
+    """The strength training chose and what the choice took (runs from before it was recorded: none)."""
+    choice = engine.get("strength_choice")
+    if not choice:
+        return []
+    return [
+        ["sampling.strength chosen by training", f"{engine['strength']:g}"],
+        ["strength choice (within the training time)", f"{choice['seconds']:.0f} s, {choice['reserved_seconds']:.0f} s reserved"],
+    ]
 
 
 def service_speed(settings: SpeedSettings, log: Progress) -> dict[str, Any]:
@@ -326,6 +339,7 @@ def render(results: dict[str, Any]) -> str:
                         f"{engine['seconds_per_1000_denoiser_steps']:.0f} s",
                     ],
                     *[[f"stage '{k}'", f"{v:.0f} s"] for k, v in engine["stage_seconds"].items()],
+                    *_strength_rows(engine),
                     ["peak RSS after training", f"{engine['peak_rss_after_training_mib']:.0f} MiB"],
                     ["peak RSS after sampling", f"{engine['peak_rss_mib']:.0f} MiB"],
                 ],

@@ -8,7 +8,7 @@ from pathlib import Path
 # bench/ is a folder of scripts, not an installed package (see test_bench_metrics.py).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import quality  # noqa: E402
+from bench import quality, speed  # noqa: E402
 
 
 def _metrics(ks: float, disc: float) -> dict:
@@ -68,3 +68,12 @@ def test_the_dataset_line_says_at_which_strength_the_model_sampled_and_why():
     assert quality._strength(chosen) == ", strength 0.1, chosen by training: one classifier run scored 0.245 at 0.1, 0.345 at 1"
     assert quality._strength({"strength": 1.0, "strength_choice": None}) == ", strength 1"
     assert quality._strength({}) == ""  # results recorded before the strength was
+
+
+def test_the_speed_table_says_which_strength_training_chose_and_what_the_choice_took():
+    engine = {"strength": 0.1, "strength_choice": {"seconds": 71.9, "reserved_seconds": 83.4}}
+    assert speed._strength_rows(engine) == [
+        ["sampling.strength chosen by training", "0.1"],
+        ["strength choice (within the training time)", "72 s, 83 s reserved"],
+    ]
+    assert speed._strength_rows({"strength": 0.1}) == []  # a run from before the choice was recorded
