@@ -12,6 +12,7 @@ import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import torch
@@ -171,17 +172,24 @@ def _cmd_train(args: argparse.Namespace) -> int:
         )
     choice = bundle.manifest.get("strength_choice")
     if choice:
-        gaps = ", ".join(f"{s:g}: {g:.3f}" for s, g in zip(choice["candidates"], choice["discrimination_gaps"], strict=True))
-        print(
-            f"sampling.strength {choice['chosen']:g} chosen (training.choose_strength): a real-vs-synthetic "
-            f"classifier's |accuracy - 0.5| at each strength {gaps}; took {choice['seconds']} s"
-        )
+        print(strength_choice_line(choice))
     print(_couplings_line(bundle.schema))
     held_out = bundle.manifest["validation_rows"]
     against = f"{held_out} held-out rows" if held_out else "training rows, none held out"
     print(f"\nvalidation (generated windows vs {against}):")
     print(format_report(DiagnosticsReport.model_validate(bundle.manifest["validation"])))
     return 0
+
+
+def strength_choice_line(choice: dict[str, Any]) -> str:
+    """The manifest's ``strength_choice`` in one line: both scores and the rule that picked one."""
+    configured, _ = choice["candidates"]
+    gaps = ", ".join(f"{s:g}: {g:.3f}" for s, g in zip(choice["candidates"], choice["discrimination_gaps"], strict=True))
+    rule = f"1 replaces {configured:g} only when lower by more than {choice['margin']:g}; " if "margin" in choice else ""
+    return (
+        f"sampling.strength {choice['chosen']:g} chosen (training.choose_strength): a real-vs-synthetic "
+        f"classifier's |accuracy - 0.5| at each strength {gaps} ({rule}took {choice['seconds']} s)"
+    )
 
 
 def _couplings_line(schema: TableSchema) -> str:

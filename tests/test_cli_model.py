@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from model_core.cli import main
+from model_core.cli import main, strength_choice_line
 from model_core.simulator import simulate_plant
 
 TINY = {
@@ -66,3 +66,13 @@ def test_train_says_when_the_time_budget_decided(tmp_path: Path, capsys: pytest.
     out = capsys.readouterr().out
     assert "(30 denoiser steps" in out
     assert "note: the 1e-06-minute budget (training.max_minutes) allowed 30 of training.max_steps 100000" in out
+
+
+def test_the_strength_choice_line_gives_both_scores_and_the_rule_that_kept_the_configured_strength() -> None:
+    # ETTh1's tie: pure noise scored lower, but not by the margin, so the faster configured start stays.
+    tie = {"candidates": [0.1, 1.0], "discrimination_gaps": [0.0195, 0.0183], "chosen": 0.1, "margin": 0.02, "seconds": 51.5}
+    line = strength_choice_line(tie)
+    assert line.startswith("sampling.strength 0.1 chosen (training.choose_strength)")
+    assert "0.1: 0.019, 1: 0.018 (1 replaces 0.1 only when lower by more than 0.02; took 51.5 s)" in line
+    # A model saved before the margin existed has none to state.
+    assert "replaces" not in strength_choice_line({key: value for key, value in tie.items() if key != "margin"})
