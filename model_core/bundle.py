@@ -23,6 +23,7 @@ import os
 import shutil
 import uuid
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from safetensors.torch import load_file, save_file
 
 from model_core.backbones import ResidualDenoiser
 from model_core.config import ConfigError, TSSynthConfig
+from model_core.couplings import state_value_ranges
 from model_core.schema import TableSchema
 from model_core.transforms import FittedTransforms
 from model_core.trend import TemporalGRUGenerator
@@ -47,7 +49,15 @@ MANIFEST = "manifest.json"
 #: Settings added to the config while format 5 stood, with the value a bundle saved before them was trained
 #: and sampled with. Its config.json lacks the key, and today's default would change its output (or, for
 #: ``state_lead``, ask for a weight it does not have).
-_SETTINGS_BEFORE_THEY_EXISTED = {("trend", "state_lead"): False, ("sampling", "strength"): 1.0}
+_SETTINGS_BEFORE_THEY_EXISTED = {
+    ("trend", "state_lead"): False,
+    ("sampling", "strength"): 1.0,
+    ("sampling", "follow_couplings"): False,
+}
+
+
+#: How far inside the model-space interval of a coupling generation keeps a value (``state_bounds``).
+MODEL_SPACE_MARGIN = 1e-3
 
 
 class BundleError(Exception):
@@ -97,6 +107,26 @@ class ModelBundle:
     @property
     def device(self) -> torch.device:
         return next(self.ema.parameters()).device
+
+    @cached_property
+    def state_bounds(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The model-space interval [sum(n_categories), Dc] each discrete state allows each continuous
+        feature under the schema's couplings (``couplings.state_value_ranges``), or None without any."""
+        if not (self.schema.couplings or self.schema.range_couplings) or not self.transforms.continuous:
+            return None
+        transforms = self.transforms
+        low, high = state_value_ranges(
+            self.schema.couplings,
+            self.schema.range_couplings,
+            transforms.continuous,
+            (transforms.low, transforms.high),
+            {name: list(self.schema.feature(name).levels or []) for name in transforms.discrete},
+        )
+        z_low, z_high = transforms.model_intervals(low, high)
+        # Inward by a hair: the generator works in float32, and a value placed on an edge must not come
+        # out a rounding error beyond it (the output repair would then still move it).
+        margin = np.minimum(MODEL_SPACE_MARGIN, (z_high - z_low) / 4)
+        return z_low + np.where(np.isfinite(z_low), margin, 0.0), z_high - np.where(np.isfinite(z_high), margin, 0.0)
 
     def with_sampling(self, **settings: Any) -> ModelBundle:
         """The same networks under other ``sampling`` settings (strength, sampler, steps, ...)."""

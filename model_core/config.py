@@ -148,7 +148,7 @@ class TrainingConfig(_Section):
         True,
         description="After training, generate windows at sampling.strength and at 1 (pure noise) and keep "
         "sampling.strength unless a real-vs-synthetic classifier (TimeGAN's discriminative score, one run) tells "
-        "strength 1 apart clearly less (by more than 0.02); the choice is saved in the model's config and both "
+        "strength 1 apart clearly less (by more than 0.05); the choice is saved in the model's config and both "
         "scores in its manifest. Takes about 1.5 minutes on BATADAL on 2 CPU cores, which the denoiser leaves it "
         "within max_minutes. No effect without a trend or at strength 1.",
     )
@@ -168,6 +168,13 @@ class SamplingConfig(_Section):
         "from pure noise; below 1 starts from stage 1's own rollout residual noised to that level and runs only the "
         "sampler's steps below it, so the output keeps the rollout's step-to-step consistency. No effect without a "
         "trend.",
+    )
+    follow_couplings: bool = Field(
+        True,
+        description="Stage 1's rollout keeps each continuous feature inside what its discrete states allow under the "
+        "exact couplings found in the data (a flow's zero while its pump is off, a pressure's range per pump state), "
+        "choosing among its candidate innovations, and a value the denoiser moves outside keeps the rollout's value; "
+        "without it, the repair after generation moves such values to another step's (docs/DECISIONS.md).",
     )
     chunk_size: int = Field(512, ge=1, description="Windows generated at once; bounds memory.")
 

@@ -7,7 +7,10 @@ the features jointly but only approximately, so a few generated rows would show 
 flow, or with the pressure of a stopped one — precisely the kind of impossible row an anomaly detector
 trained on synthetic data then learns to accept. When the training data shows such a coupling on
 *every* row, we record it, and generation makes the continuous value agree with the discrete state (see
-``apply_couplings`` for why the state leads), so the coupling holds by construction.
+``apply_couplings`` for why the state leads), so the coupling holds by construction. Stage 1 also
+generates inside the couplings (``state_value_ranges`` says what each state allows; the trend's
+``InnovationPool`` keeps to it), so that after-the-fact repair, which moves a value to another step's,
+is a guarantee that finds nothing to do rather than a step of the pipeline.
 
 Nothing here knows about pumps: any (continuous, discrete) pair of any dataset qualifies when the data
 says so.
@@ -127,6 +130,49 @@ def apply_couplings(
     for name, feature_ranges in by_feature.items():
         _value_into_state_ranges(table, name, feature_ranges, sequence_length, rng)
     return table
+
+
+def state_value_ranges(
+    couplings: list[Coupling],
+    ranges: list[RangeCoupling],
+    continuous: list[str],
+    value_range: tuple[np.ndarray, np.ndarray],
+    discrete_levels: dict[str, list[float]],
+) -> tuple[np.ndarray, np.ndarray]:
+    """What each discrete state allows each continuous feature, in original units, for generation to
+    respect the couplings *while* it generates and not only repair them afterwards.
+
+    Returns ``low``/``high`` [S, Dc]: row ``s`` is one state of one discrete feature (features in the order
+    of ``discrete_levels``, each feature's levels in order, as ``trend.one_hot_states`` lays them out),
+    -/+inf where the state says nothing. A row's allowed interval is the intersection over its states.
+    Atom couplings count where the state leads (as in ``apply_couplings``): a state of the atom allows only
+    the atom, any other state anything but the atom — an interval only when the atom is an end of the
+    feature's observed ``value_range`` (a flow's 0), so an atom inside the range bounds nothing.
+    """
+    slots = {(name, level): i for i, (name, level) in enumerate((n, v) for n, ls in discrete_levels.items() for v in ls)}
+    low, high = np.full((len(slots), len(continuous)), -np.inf), np.full((len(slots), len(continuous)), np.inf)
+    continuous_uses = Counter(c.continuous for c in couplings)
+    discrete_uses = Counter(c.discrete for c in couplings)
+    for coupling in couplings:
+        if continuous_uses[coupling.continuous] > 1 or discrete_uses[coupling.discrete] > 1:
+            continue
+        j = continuous.index(coupling.continuous)
+        for level in discrete_levels[coupling.discrete]:
+            s = slots[coupling.discrete, level]
+            if level in coupling.atom_states:
+                low[s, j] = high[s, j] = coupling.atom
+            elif coupling.atom <= value_range[0][j]:
+                low[s, j] = np.nextafter(coupling.atom, np.inf)
+            elif coupling.atom >= value_range[1][j]:
+                high[s, j] = np.nextafter(coupling.atom, -np.inf)
+    for range_coupling in ranges:
+        j = continuous.index(range_coupling.continuous)
+        for level, state_low, state_high in zip(
+            range_coupling.states, range_coupling.lows, range_coupling.highs, strict=True
+        ):
+            s = slots[range_coupling.discrete, level]
+            low[s, j], high[s, j] = max(low[s, j], state_low), min(high[s, j], state_high)
+    return low, high
 
 
 def _value_into_state_ranges(

@@ -9,7 +9,9 @@ Pipeline per chunk of sequences (bounded memory: only ``chunk_sequences`` sequen
 3. ``continuous = trend + residual * std + mean`` (exactly how ``train`` split them), then the inverse
    transforms give original units and formats, and exact couplings seen in the data (a pump's state
    and its zero flow; a pressure's range per pump state) are enforced, the sampled state leading (see
-   couplings.py).
+   couplings.py). With ``sampling.follow_couplings`` the rollout already stays inside them (step 1,
+   ``InnovationPool``) and a value the denoiser moves out keeps the rollout's value, in model space, so
+   that enforcement finds nothing to move.
 
 Sequences longer than the training window are produced by chaining windows: each next window overlaps
 the previous one by half a window, and the overlap is held to the already generated values during the
@@ -103,6 +105,7 @@ def sample_model_space(
     mean = torch.as_tensor(pools.residual_mean, dtype=torch.float32, device=device)
     std = torch.as_tensor(pools.residual_std, dtype=torch.float32, device=device)
     rollout_residual: torch.Tensor | None = None
+    innovations: InnovationPool | None = None
     with torch.inference_mode():
         if bundle.trend is not None:
             picks = torch.randint(0, len(pools.contexts), (n,), generator=generator).numpy()
@@ -114,6 +117,7 @@ def sample_model_space(
                 config.trend.innovation_neighbours,
                 torch.as_tensor(pools.residual_states, device=device),
                 bundle.trend.n_categories,
+                _bound_tensors(bundle.state_bounds, device) if config.sampling.follow_couplings else None,
             )
             calendar = rollout_calendar(bundle, pools.context_times[picks], total)
             trend, path, rollout_states = bundle.trend.rollout(
@@ -129,6 +133,13 @@ def sample_model_space(
             trend = torch.zeros(n, total + 1, n_continuous, device=device)
         residual, tokens = _sample_residuals(bundle, trend, generator, sampler, steps, states, rollout_residual)
     continuous = trend[:, :total] + residual * std + mean
+    if innovations is not None and innovations.state_bounds is not None and states is not None:
+        # The path respects the couplings by construction; where the denoiser moved a value out of what
+        # its states allow, the path's value at that step stands (a repair in model space, one step
+        # long, instead of the output repair's copy of another step's value).
+        low, high = innovations.allowed(tokens.to(device))
+        outside = (continuous < low) | (continuous > high)
+        continuous = torch.where(outside, path, continuous)
     return continuous[:, :length].cpu().double().numpy(), tokens[:, :length].cpu().numpy(), first_seconds
 
 
@@ -231,6 +242,13 @@ def _sample_window(
         x[:, :known] = known_residual
     tokens[:, :known_states] = known_tokens
     return x, tokens
+
+
+def _bound_tensors(bounds: tuple[np.ndarray, np.ndarray] | None, device: torch.device) -> tuple[torch.Tensor, torch.Tensor] | None:
+    if bounds is None:
+        return None
+    low, high = bounds
+    return torch.as_tensor(low, dtype=torch.float32, device=device), torch.as_tensor(high, dtype=torch.float32, device=device)
 
 
 def _long_format(

@@ -33,6 +33,9 @@ from model_core.schema import DataError, TableSchema
 
 #: Margin of the logit in sigmoid bounds: the edges map to logit(eps) = -/+ 6.9, a finite spike.
 SIGMOID_EPS = 1e-3
+#: Model-space values beyond -/+ this map to the edges of every feature's range (quantile: at most 5.2;
+#: sigmoid bounds: a standardised logit, a few units).
+MODEL_SPACE_REACH = 50.0
 
 
 @dataclass
@@ -162,21 +165,12 @@ class FittedTransforms:
         the data, for output.
         """
         n = len(continuous) if len(self.continuous) else len(discrete)
-        z = np.asarray(continuous, dtype=np.float64)
-        if self.continuous:
-            if self.normalization == "quantile":
-                x = self._quantile_transformer().inverse_transform(z)
-            else:
-                x = self._post_standard(z * self.std + self.mean)
         columns: dict[str, np.ndarray] = {}
-        for j, name in enumerate(self.continuous):
-            spec = self.schema.feature(name)
-            value = x[:, j]
-            if rounded:
-                value = np.round(value, spec.decimals)
-                if spec.is_integer:
-                    value = value.astype(np.int64)
-            columns[name] = value
+        if self.continuous:
+            x = self._continuous_inverse(np.asarray(continuous, dtype=np.float64), rounded)
+            for j, name in enumerate(self.continuous):
+                spec = self.schema.feature(name)
+                columns[name] = x[:, j].astype(np.int64) if rounded and spec.is_integer else x[:, j]
         for j, name in enumerate(self.discrete):
             spec = self.schema.feature(name)
             levels = np.asarray(spec.levels)
@@ -187,6 +181,42 @@ class FittedTransforms:
                 value = np.full(n, (spec.levels or [0.0])[0])
                 columns[spec.name] = value.astype(np.int64) if spec.is_integer else value
         return pd.DataFrame({name: columns[name] for name in self.schema.names()})
+
+    def _continuous_inverse(self, z: np.ndarray, rounded: bool) -> np.ndarray:
+        """Continuous model values [N, Dc] -> original units [N, Dc] (float; rounded to each feature's
+        precision when ``rounded``)."""
+        if self.normalization == "quantile":
+            x = self._quantile_transformer().inverse_transform(z)
+        else:
+            x = self._post_standard(z * self.std + self.mean)
+        if rounded:
+            x = np.stack([np.round(x[:, j], self.schema.feature(name).decimals) for j, name in enumerate(self.continuous)], axis=1)
+        return x
+
+    def model_intervals(self, low: np.ndarray, high: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The model-space image of intervals in original units: for ``low``/``high`` [K, Dc] (-/+inf
+        where unbounded), the widest ``[z_low, z_high]`` [K, Dc] whose output (rounded, as generation
+        writes it) lies in ``[low, high]``; an empty interval comes back with ``z_low > z_high``.
+
+        Found by bisection on the inverse map, which is monotone in every feature for both
+        normalisations; 60 halvings of a span of 2 * ``MODEL_SPACE_REACH`` are finer than float64.
+        """
+        low, high = np.asarray(low, dtype=np.float64), np.asarray(high, dtype=np.float64)
+        shape = low.shape
+
+        def first_z(target: np.ndarray, strictly_above: bool) -> np.ndarray:
+            """Smallest z whose output is >= target (> target when ``strictly_above``)."""
+            below, above = np.full(shape, -MODEL_SPACE_REACH), np.full(shape, MODEL_SPACE_REACH)
+            for _ in range(60):
+                middle = (below + above) / 2
+                x = self._continuous_inverse(middle.reshape(-1, shape[-1]), rounded=True).reshape(shape)
+                reached = x > target if strictly_above else x >= target
+                above, below = np.where(reached, middle, above), np.where(reached, below, middle)
+            return above
+
+        z_low = np.where(np.isfinite(low), first_z(low, strictly_above=False), -np.inf)
+        z_high = np.where(np.isfinite(high), np.nextafter(first_z(high, strictly_above=True), -np.inf), np.inf)
+        return z_low, z_high
 
     def _post_standard(self, y: np.ndarray) -> np.ndarray:
         if self.bounds == "none":

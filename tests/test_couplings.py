@@ -3,7 +3,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from model_core.couplings import RangeCoupling, apply_couplings, find_couplings, find_range_couplings
+from model_core.couplings import (
+    RangeCoupling,
+    apply_couplings,
+    find_couplings,
+    find_range_couplings,
+    state_value_ranges,
+)
 from model_core.simulator import simulate_plant
 
 
@@ -138,3 +144,34 @@ def test_range_couplings_hold_on_every_row_after_generation_like_fixes():
     running = fixed.pump == 1
     assert fixed.pressure[running].between(coupling.lows[1], coupling.highs[1]).all()
     assert fixed.pressure[~running].between(coupling.lows[0], coupling.highs[0]).all()
+
+
+def test_each_state_allows_what_its_couplings_say_and_nothing_is_bounded_otherwise():
+    rng = np.random.default_rng(2)
+    frame = _pressure_frame(rng)
+    frame["flow"] = np.where(frame.pump == 1, rng.uniform(1, 5, len(frame)), 0.0)
+    frame["valve"] = rng.integers(0, 2, len(frame))
+    continuous, levels = ["level", "flow", "pressure"], {"pump": [0.0, 1.0], "valve": [0.0, 1.0]}
+    atoms = find_couplings(frame, continuous, list(levels))
+    ranges = find_range_couplings(frame, continuous, list(levels))
+    assert {(c.continuous, c.discrete) for c in atoms} == {("flow", "pump")}
+    assert {(c.continuous, c.discrete) for c in ranges} == {("flow", "pump"), ("pressure", "pump")}
+    value_range = (frame[continuous].min().to_numpy(), frame[continuous].max().to_numpy())
+    low, high = state_value_ranges(atoms, ranges, continuous, value_range, levels)
+    # Rows: pump 0, pump 1, valve 0, valve 1. Columns: level, flow, pressure.
+    pressure = next(r for r in ranges if r.continuous == "pressure")
+    assert low[0].tolist() == [-np.inf, 0.0, pressure.lows[0]] and high[0].tolist() == [np.inf, 0.0, pressure.highs[0]]
+    # Running: a flow above 0 (and inside its observed running range), the running pressure range.
+    assert low[1, 1] == frame.flow[frame.pump == 1].min() and high[1, 1] == frame.flow.max()
+    assert (low[1, 2], high[1, 2]) == (pressure.lows[1], pressure.highs[1])
+    assert np.isneginf(low[2:]).all() and np.isposinf(high[2:]).all() and np.isneginf(low[:, 0]).all()
+
+
+def test_an_atom_inside_the_range_or_a_shared_feature_bounds_nothing():
+    frame = pd.DataFrame({"x": [-1.0, 0.0, 0.0, 2.0], "s": [1, 0, 0, 1], "t": [1, 0, 0, 1]})
+    inside = find_couplings(frame, ["x"], ["s"])
+    low, high = state_value_ranges(inside, [], ["x"], (np.array([-1.0]), np.array([2.0])), {"s": [0.0, 1.0]})
+    assert low.tolist() == [[0.0], [-np.inf]] and high.tolist() == [[0.0], [np.inf]]
+    shared = find_couplings(frame, ["x"], ["s", "t"])
+    low, high = state_value_ranges(shared, [], ["x"], (np.array([-1.0]), np.array([2.0])), {"s": [0.0, 1.0], "t": [0.0, 1.0]})
+    assert np.isneginf(low).all() and np.isposinf(high).all()

@@ -17,6 +17,7 @@ from model_core import train as train_module
 from model_core.bundle import FORMAT_VERSION, BundleError, load_bundle, save_bundle, trend_calendar_periods
 from model_core.calendar import calendar_features, epoch_seconds
 from model_core.config import TSSynthConfig
+from model_core.couplings import apply_couplings
 from model_core.diagnostics import diagnose
 from model_core.generate import generate, iter_generate, rollout_calendar, sample_model_space
 from model_core.schema import prepare_table
@@ -185,12 +186,14 @@ def test_a_bundle_saved_before_range_couplings_still_loads_and_generates(saved, 
 
 
 def test_a_bundle_saved_before_state_lead_and_strength_loads_as_it_was_made(saved, tmp_path):
-    """Format-5 bundles from before ``trend.state_lead`` and ``sampling.strength`` have neither key in
-    config.json nor the lead weight: they load with both off, not with today's defaults."""
+    """Format-5 bundles from before ``trend.state_lead``, ``sampling.strength`` and
+    ``sampling.follow_couplings`` have none of these keys in config.json nor the lead weight: they load
+    with all three off, not with today's defaults."""
     old = tmp_path / "old"
     shutil.copytree(saved, old)
     config = json.loads((old / "config.json").read_text())
     assert config["trend"].pop("state_lead") and config["sampling"].pop("strength") < 1
+    assert config["sampling"].pop("follow_couplings")
     (old / "config.json").write_text(json.dumps(config))
     weights = load_file(str(old / "trend.safetensors"))
     del weights["state_lead.weight"]
@@ -202,6 +205,7 @@ def test_a_bundle_saved_before_state_lead_and_strength_loads_as_it_was_made(save
     loaded = load_bundle(old)
     assert loaded.trend is not None and loaded.trend.state_lead is None
     assert loaded.config.trend.state_lead is False and loaded.config.sampling.strength == 1.0
+    assert loaded.config.sampling.follow_couplings is False
     synthetic = generate(loaded, 8, seed=2)
     assert ((synthetic["F_PUMP1"] == 0) == (synthetic["S_PUMP1"] == 0)).all()
 
@@ -458,6 +462,43 @@ def test_innovations_come_from_rows_in_the_current_states_first():
     two_features = InnovationPool(trends, residuals, 4, torch.cat([states, torch.zeros(100, 1, dtype=torch.long)], 1), [2, 2])
     unseen = torch.tensor([[1, 1]]).expand(200, -1)
     assert bool((two_features.draw(query, generator, unseen) == 1.0).all())
+
+
+def test_bounded_draws_keep_each_row_inside_what_its_state_allows():
+    # One feature at trend 0 with innovations spread over [-1, 1]. State 0 allows (-inf, 0], state 1
+    # [0.5, inf), as a flow's zero and its running range would.
+    trends = torch.zeros(400, 1)
+    residuals = torch.linspace(-1.0, 1.0, 400)[:, None]
+    states = torch.randint(0, 2, (400, 1), generator=torch.Generator().manual_seed(0))
+    bounds = (torch.tensor([[-torch.inf], [0.5]]), torch.tensor([[0.0], [torch.inf]]))
+    generator = torch.Generator().manual_seed(1)
+    query, on, off = torch.zeros(300, 1), torch.ones(300, 1, dtype=torch.long), torch.zeros(300, 1, dtype=torch.long)
+    for neighbours in (0, 400):
+        pool = InnovationPool(trends, residuals, neighbours, states, [2], bounds)
+        assert bool((pool.draw(query, generator, on) >= 0.5).all()) and bool((pool.draw(query, generator, off) <= 0.0).all())
+    # Among many candidates, one that fits: still a real innovation, spread over what is allowed.
+    running = InnovationPool(trends, residuals, 400, states, [2], bounds).draw(query, generator, on)
+    assert bool(torch.isin(running, residuals).all()) and float(running.std()) > 0.1
+    unbounded = InnovationPool(trends, residuals, 400, states, [2]).draw(query, generator, on)
+    assert float((unbounded < 0.5).float().mean()) > 0.5
+    # No candidate reaches [5, inf): the row goes to the nearest allowed value.
+    far = InnovationPool(trends, residuals, 8, states, [2], (torch.tensor([[-torch.inf], [5.0]]), torch.tensor([[0.0], [torch.inf]])))
+    assert bool((far.draw(query, generator, on) == 5.0).all())
+
+
+def test_following_the_couplings_leaves_the_output_repair_nothing_to_do(trained):
+    bundle = trained[0]
+    assert bundle.schema.couplings and bundle.schema.range_couplings
+
+    def repaired_share(follow: bool) -> float:
+        settings = bundle.with_sampling(follow_couplings=follow)
+        continuous, discrete, _ = sample_model_space(settings, 64, 24, torch.Generator().manual_seed(3))
+        table = bundle.transforms.inverse(continuous.reshape(64 * 24, -1), discrete.reshape(64 * 24, -1), rounded=True)
+        fixed = apply_couplings(table.copy(), bundle.schema.couplings, 24, np.random.default_rng(0), bundle.schema.range_couplings)
+        return float((fixed != table).to_numpy().mean())
+
+    assert repaired_share(follow=False) > 0.002
+    assert repaired_share(follow=True) == 0.0
 
 
 def test_state_transitions_start_from_the_counted_markov_chain():

@@ -11,7 +11,7 @@ from hypothesis.extra.numpy import arrays
 
 from model_core.config import DataConfig, TransformConfig
 from model_core.schema import DataError, infer_schema
-from model_core.transforms import FittedTransforms
+from model_core.transforms import MODEL_SPACE_REACH, FittedTransforms
 
 COMBINATIONS = [
     ("standard", "none"),
@@ -101,3 +101,27 @@ def test_rounded_output_uses_the_data_precision():
     z, d = transforms.transform(frame)
     out = transforms.inverse(z + 1e-7, d, rounded=True)
     assert np.array_equal(out["x"].to_numpy(), frame["x"].to_numpy())
+
+
+@pytest.mark.parametrize(("normalization", "bounds"), COMBINATIONS)
+def test_model_intervals_are_exactly_the_model_values_whose_output_lies_inside(normalization, bounds):
+    rng = np.random.default_rng(1)
+    frame = _table(np.round(rng.normal(size=400), 3), 0.3)
+    transforms = _fit(frame, normalization, bounds)
+    # x in [-0.5, 0.8]; flow exactly 0 (its atom) in one row, strictly above it in the other.
+    low = np.array([[-0.5, 0.0], [-np.inf, np.nextafter(0.0, 1.0)]])
+    high = np.array([[0.8, 0.0], [np.inf, np.inf]])
+    z_low, z_high = transforms.model_intervals(low, high)
+    assert np.isneginf(z_low[1, 0]) and np.isposinf(z_high[1]).all()
+
+    def output(z: np.ndarray) -> np.ndarray:
+        return transforms.inverse(z, np.zeros((len(z), 1), dtype=np.int64), rounded=True)[["x", "flow"]].to_numpy()
+
+    finite_low, finite_high = np.where(np.isfinite(z_low), z_low, -3.0), np.where(np.isfinite(z_high), z_high, 3.0)
+    inside = output(np.concatenate([finite_low, finite_high, (finite_low + finite_high) / 2]))
+    assert (inside >= np.tile(low, (3, 1))).all() and (inside <= np.tile(high, (3, 1))).all()
+    # A hair beyond an end inside the model space's reach, the output is outside: the widest interval.
+    lower_end, upper_end = np.abs(z_low) < MODEL_SPACE_REACH, np.abs(z_high) < MODEL_SPACE_REACH
+    assert lower_end.sum() >= 2 and upper_end.sum() >= 2
+    below, above = output(np.where(lower_end, z_low - 1e-6, 0.0)), output(np.where(upper_end, z_high + 1e-6, 0.0))
+    assert (below[lower_end] < low[lower_end]).all() and (above[upper_end] > high[upper_end]).all()
