@@ -111,14 +111,7 @@ def sample_model_space(
             picks = torch.randint(0, len(pools.contexts), (n,), generator=generator).numpy()
             context = torch.as_tensor(pools.contexts[picks], dtype=torch.float32, device=device)
             context_tokens = torch.as_tensor(pools.context_tokens[picks], device=device)
-            innovations = InnovationPool(
-                torch.as_tensor(pools.residual_trends, dtype=torch.float32, device=device),
-                torch.as_tensor(pools.residuals, dtype=torch.float32, device=device),
-                config.trend.innovation_neighbours,
-                torch.as_tensor(pools.residual_states, device=device),
-                bundle.trend.n_categories,
-                _bound_tensors(bundle.state_bounds, device) if config.sampling.follow_couplings else None,
-            )
+            innovations = innovation_pool(bundle)
             calendar = rollout_calendar(bundle, pools.context_times[picks], total)
             trend, path, rollout_states = bundle.trend.rollout(
                 context, context_tokens, total, innovations, generator, calendar.to(device)
@@ -244,11 +237,20 @@ def _sample_window(
     return x, tokens
 
 
-def _bound_tensors(bounds: tuple[np.ndarray, np.ndarray] | None, device: torch.device) -> tuple[torch.Tensor, torch.Tensor] | None:
-    if bounds is None:
-        return None
-    low, high = bounds
-    return torch.as_tensor(low, dtype=torch.float32, device=device), torch.as_tensor(high, dtype=torch.float32, device=device)
+def innovation_pool(bundle: ModelBundle) -> InnovationPool:
+    """Stage 1's rollout noise for a bundle with a trend model: its training residuals, drawn as its config
+    says (``trend.innovation_neighbours``; inside the couplings with ``sampling.follow_couplings``)."""
+    assert bundle.trend is not None
+    pools, device = bundle.pools, bundle.device
+    bounds = bundle.state_bounds if bundle.config.sampling.follow_couplings else None
+    return InnovationPool(
+        torch.as_tensor(pools.residual_trends, dtype=torch.float32, device=device),
+        torch.as_tensor(pools.residuals, dtype=torch.float32, device=device),
+        bundle.config.trend.innovation_neighbours,
+        torch.as_tensor(pools.residual_states, device=device),
+        bundle.trend.n_categories,
+        None if bounds is None else (torch.as_tensor(bounds[0], dtype=torch.float32, device=device), torch.as_tensor(bounds[1], dtype=torch.float32, device=device)),
+    )
 
 
 def _long_format(

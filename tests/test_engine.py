@@ -19,7 +19,7 @@ from model_core.calendar import calendar_features, epoch_seconds
 from model_core.config import TSSynthConfig
 from model_core.couplings import apply_couplings
 from model_core.diagnostics import diagnose
-from model_core.generate import generate, iter_generate, rollout_calendar, sample_model_space
+from model_core.generate import generate, innovation_pool, iter_generate, rollout_calendar, sample_model_space
 from model_core.schema import prepare_table
 from model_core.simulator import simulate_plant
 from model_core.train import Progress, TrainingCancelled, split_by_time, steps_within_budget, train
@@ -338,13 +338,7 @@ def _stage_one_rollout(bundle, n: int, length: int, seed: int) -> tuple[torch.Te
     """The rollout path and states ``sample_model_space`` draws with this seed (same draws, same order)."""
     generator = torch.Generator().manual_seed(seed)
     picks = torch.randint(0, len(bundle.pools.contexts), (n,), generator=generator).numpy()
-    innovations = InnovationPool(
-        torch.as_tensor(bundle.pools.residual_trends),
-        torch.as_tensor(bundle.pools.residuals),
-        bundle.config.trend.innovation_neighbours,
-        torch.as_tensor(bundle.pools.residual_states),
-        bundle.trend.n_categories,
-    )
+    innovations = innovation_pool(bundle)
     context = torch.as_tensor(bundle.pools.contexts[picks], dtype=torch.float32)
     calendar = rollout_calendar(bundle, bundle.pools.context_times[picks], length)
     _, path, states = bundle.trend.rollout(
