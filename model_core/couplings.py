@@ -37,6 +37,10 @@ class Coupling(BaseModel):
     atom_states: list[float]
     #: The state written when the continuous value is not the atom but the state says it should be.
     default_state: float
+    #: The range of the continuous value on the rows off the atom (a running pump's flows: never between
+    #: 0 and its smallest running flow). None in schemas saved before it was recorded.
+    others_low: float | None = None
+    others_high: float | None = None
 
 
 class RangeCoupling(BaseModel):
@@ -62,8 +66,17 @@ def find_couplings(values: pd.DataFrame, continuous: list[str], discrete: list[s
                 inside = _by_frequency(states[at_atom])
                 outside = _by_frequency(states[~at_atom])
                 if outside and not set(inside) & set(outside):
+                    others = column[~at_atom]
                     couplings.append(
-                        Coupling(continuous=c, atom=atom, discrete=d, atom_states=inside, default_state=outside[0])
+                        Coupling(
+                            continuous=c,
+                            atom=atom,
+                            discrete=d,
+                            atom_states=inside,
+                            default_state=outside[0],
+                            others_low=float(others.min()),
+                            others_high=float(others.max()),
+                        )
                     )
     return couplings
 
@@ -146,8 +159,9 @@ def state_value_ranges(
     of ``discrete_levels``, each feature's levels in order, as ``trend.one_hot_states`` lays them out),
     -/+inf where the state says nothing. A row's allowed interval is the intersection over its states.
     Atom couplings count where the state leads (as in ``apply_couplings``): a state of the atom allows only
-    the atom, any other state anything but the atom — an interval only when the atom is an end of the
-    feature's observed ``value_range`` (a flow's 0), so an atom inside the range bounds nothing.
+    the atom, any other state the range the feature had off the atom in training (a running pump's flows;
+    in schemas saved before that range was recorded, anything but the atom — an interval only when the
+    atom is an end of the feature's observed ``value_range``, so an atom inside the range bounds nothing).
     """
     slots = {(name, level): i for i, (name, level) in enumerate((n, v) for n, ls in discrete_levels.items() for v in ls)}
     low, high = np.full((len(slots), len(continuous)), -np.inf), np.full((len(slots), len(continuous)), np.inf)
@@ -161,6 +175,8 @@ def state_value_ranges(
             s = slots[coupling.discrete, level]
             if level in coupling.atom_states:
                 low[s, j] = high[s, j] = coupling.atom
+            elif coupling.others_low is not None and coupling.others_high is not None:
+                low[s, j], high[s, j] = coupling.others_low, coupling.others_high
             elif coupling.atom <= value_range[0][j]:
                 low[s, j] = np.nextafter(coupling.atom, np.inf)
             elif coupling.atom >= value_range[1][j]:

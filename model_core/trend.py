@@ -31,6 +31,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+#: Random candidates per step of the plain bootstrap (``innovation_neighbours`` 0) when the draw must keep
+#: to the couplings: with one, every draw that leaves a state's interval would end on its edge.
+BOOTSTRAP_CANDIDATES = 16
+
 
 def one_hot_states(tokens: torch.Tensor, n_categories: list[int]) -> torch.Tensor:
     """Discrete state indices [..., Dd] -> concatenated one-hot vectors [..., sum(n_categories)]."""
@@ -242,9 +246,9 @@ class InnovationPool:
     them). ``neighbours`` 0 draws from the whole pool (a plain bootstrap, states ignored).
 
     With ``state_bounds`` (``low``/``high`` [sum(n_categories), D]: the model-space interval each state
-    allows each feature, from the exact couplings in the data), ``draw`` picks among the candidates one
-    that keeps the new row inside its states' intervals, and if none does, moves the row to the nearest
-    allowed value. Why: a running pump's steady flow otherwise random-walks across the edge of the
+    allows each feature, from the exact couplings in the data), ``draw`` picks among the candidates (the
+    ``neighbours`` nearest rows, or ``BOOTSTRAP_CANDIDATES`` random ones) one that keeps the new row inside
+    its states' intervals, and if none does, moves the row to the nearest allowed value. Why: a running pump's steady flow otherwise random-walks across the edge of the
     flow's zero, and a pressure out of the range of its pump's state; the couplings then repaired 4-8 % of
     BATADAL's generated flow and pressure cells after the fact, as a jump (docs/DECISIONS.md).
     """
@@ -278,11 +282,10 @@ class InnovationPool:
         """One residual [B, D] for each current trend [B, D] (and current states [B, Dd])."""
         batch = len(trend)
         bounded = self.state_bounds is not None and states is not None
+        if self.neighbours == 0 and not bounded:
+            return self.residuals[torch.randint(0, len(self.residuals), (batch,), generator=generator)]
         if self.neighbours == 0:
-            rows = torch.randint(0, len(self.residuals), (batch,), generator=generator)
-            if not bounded:
-                return self.residuals[rows]
-            candidates = rows[:, None]
+            candidates = torch.randint(0, len(self.residuals), (batch, BOOTSTRAP_CANDIDATES), generator=generator)
         else:
             query = trend
             if self._state_penalty:

@@ -22,6 +22,9 @@ def test_pump_flow_and_state_couplings_are_found_and_nothing_else():
         ("F_PUMP2", "S_PUMP2", 0.0, (0.0,)),
     }
     assert all(c.default_state == 1.0 for c in found)
+    for coupling in found:  # the running range: never between 0 and the smallest running flow
+        running = plant[coupling.continuous][plant[coupling.continuous] != 0]
+        assert (coupling.others_low, coupling.others_high) == (running.min(), running.max()) and running.min() > 0
 
 
 def test_a_single_counterexample_rules_a_coupling_out():
@@ -161,16 +164,23 @@ def test_each_state_allows_what_its_couplings_say_and_nothing_is_bounded_otherwi
     # Rows: pump 0, pump 1, valve 0, valve 1. Columns: level, flow, pressure.
     pressure = next(r for r in ranges if r.continuous == "pressure")
     assert low[0].tolist() == [-np.inf, 0.0, pressure.lows[0]] and high[0].tolist() == [np.inf, 0.0, pressure.highs[0]]
-    # Running: a flow above 0 (and inside its observed running range), the running pressure range.
+    # Running: the flow's running range, the running pressure range.
     assert low[1, 1] == frame.flow[frame.pump == 1].min() and high[1, 1] == frame.flow.max()
+    # A schema saved before the running range was recorded: anything above the atom.
+    recorded_before = [c.model_copy(update={"others_low": None, "others_high": None}) for c in atoms]
+    old_low, old_high = state_value_ranges(recorded_before, [], continuous, value_range, levels)
+    assert old_low[1, 1] == np.nextafter(0.0, 1.0) and np.isposinf(old_high[1, 1])
     assert (low[1, 2], high[1, 2]) == (pressure.lows[1], pressure.highs[1])
     assert np.isneginf(low[2:]).all() and np.isposinf(high[2:]).all() and np.isneginf(low[:, 0]).all()
 
 
-def test_an_atom_inside_the_range_or_a_shared_feature_bounds_nothing():
+def test_an_atom_inside_the_range_bounds_by_the_other_rows_range_and_a_shared_feature_bounds_nothing():
     frame = pd.DataFrame({"x": [-1.0, 0.0, 0.0, 2.0], "s": [1, 0, 0, 1], "t": [1, 0, 0, 1]})
     inside = find_couplings(frame, ["x"], ["s"])
     low, high = state_value_ranges(inside, [], ["x"], (np.array([-1.0]), np.array([2.0])), {"s": [0.0, 1.0]})
+    assert low.tolist() == [[0.0], [-1.0]] and high.tolist() == [[0.0], [2.0]]
+    interior_before = [c.model_copy(update={"others_low": None, "others_high": None}) for c in inside]
+    low, high = state_value_ranges(interior_before, [], ["x"], (np.array([-1.0]), np.array([2.0])), {"s": [0.0, 1.0]})
     assert low.tolist() == [[0.0], [-np.inf]] and high.tolist() == [[0.0], [np.inf]]
     shared = find_couplings(frame, ["x"], ["s", "t"])
     low, high = state_value_ranges(shared, [], ["x"], (np.array([-1.0]), np.array([2.0])), {"s": [0.0, 1.0], "t": [0.0, 1.0]})
