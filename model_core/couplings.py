@@ -127,18 +127,20 @@ def apply_couplings(
     states: there, the continuous value leads and the states follow it.
 
     Range couplings come last, once every state is final, and always let the state lead (a value can
-    satisfy several ranges at once: the intersection of its states' intervals).
+    satisfy several ranges at once: the intersection of its states' intervals). Where the state leads an
+    atom coupling, its off-atom states count as a range coupling too: a running pump's flow stays inside
+    the running range seen in training.
     """
-    continuous_uses = Counter(c.continuous for c in couplings)
-    discrete_uses = Counter(c.discrete for c in couplings)
-    for coupling in couplings:
+    leading = _state_leads(couplings)
+    for coupling, state_leads_it in zip(couplings, leading, strict=True):
         # The two kinds touch disjoint columns, so their order does not matter.
-        if continuous_uses[coupling.continuous] == 1 and discrete_uses[coupling.discrete] == 1:
+        if state_leads_it:
             _value_follows_state(table, coupling, sequence_length, rng)
         else:
             _state_follows_value(table, coupling)
+    running = [c for c, state_leads_it in zip(couplings, leading, strict=True) if state_leads_it]
     by_feature: dict[str, list[RangeCoupling]] = {}
-    for range_coupling in ranges or []:
+    for range_coupling in [*(ranges or []), *_running_ranges(table, running)]:
         by_feature.setdefault(range_coupling.continuous, []).append(range_coupling)
     for name, feature_ranges in by_feature.items():
         _value_into_state_ranges(table, name, feature_ranges, sequence_length, rng)
@@ -165,10 +167,8 @@ def state_value_ranges(
     """
     slots = {(name, level): i for i, (name, level) in enumerate((n, v) for n, ls in discrete_levels.items() for v in ls)}
     low, high = np.full((len(slots), len(continuous)), -np.inf), np.full((len(slots), len(continuous)), np.inf)
-    continuous_uses = Counter(c.continuous for c in couplings)
-    discrete_uses = Counter(c.discrete for c in couplings)
-    for coupling in couplings:
-        if continuous_uses[coupling.continuous] > 1 or discrete_uses[coupling.discrete] > 1:
+    for coupling, state_leads_it in zip(couplings, _state_leads(couplings), strict=True):
+        if not state_leads_it:
             continue
         j = continuous.index(coupling.continuous)
         for level in discrete_levels[coupling.discrete]:
@@ -189,6 +189,34 @@ def state_value_ranges(
             s = slots[range_coupling.discrete, level]
             low[s, j], high[s, j] = max(low[s, j], state_low), min(high[s, j], state_high)
     return low, high
+
+
+def _state_leads(couplings: list[Coupling]) -> list[bool]:
+    """Per coupling, whether its discrete state leads: neither of its features takes part in another
+    coupling (a value cannot follow two states; there, the value leads and the states follow it)."""
+    continuous_uses = Counter(c.continuous for c in couplings)
+    discrete_uses = Counter(c.discrete for c in couplings)
+    return [continuous_uses[c.continuous] == 1 and discrete_uses[c.discrete] == 1 for c in couplings]
+
+
+def _running_ranges(table: pd.DataFrame, couplings: list[Coupling]) -> list[RangeCoupling]:
+    """The off-atom range of each atom coupling (whose state leads), as a range coupling of the off-atom
+    states present in ``table``."""
+    ranges = []
+    for coupling in couplings:
+        if coupling.others_low is None or coupling.others_high is None:
+            continue
+        states = [float(v) for v in np.unique(table[coupling.discrete]) if float(v) not in coupling.atom_states]
+        ranges.append(
+            RangeCoupling(
+                continuous=coupling.continuous,
+                discrete=coupling.discrete,
+                states=states,
+                lows=[coupling.others_low] * len(states),
+                highs=[coupling.others_high] * len(states),
+            )
+        )
+    return ranges
 
 
 def _value_into_state_ranges(

@@ -38,9 +38,12 @@ def test_a_single_counterexample_rules_a_coupling_out():
     assert find_couplings(frame, ["flow"], ["state"]) == []
 
 
-def _pump_coupling():
+def _pump_coupling(running_range: bool = False):
+    """The demo pump's coupling; without its recorded running range unless asked (the tests of the atom
+    rule use flows of any size)."""
     plant = simulate_plant(rows=300, seed=1)
-    return find_couplings(plant, ["F_PUMP1"], ["S_PUMP1"])
+    found = find_couplings(plant, ["F_PUMP1"], ["S_PUMP1"])
+    return found if running_range else [c.model_copy(update={"others_low": None, "others_high": None}) for c in found]
 
 
 def test_the_state_leads_and_a_running_pump_keeps_the_flow_of_its_nearest_running_step():
@@ -60,6 +63,18 @@ def test_fills_stay_inside_their_sequence_and_fall_back_to_the_table():
     assert fixed["F_PUMP1"].tolist()[3:] == [7.0, 7.0, 9.0]
     assert set(fixed["F_PUMP1"].tolist()[:2]) <= {7.0, 9.0}
     assert fixed["F_PUMP1"].tolist()[2] == 0.0
+
+
+def test_a_running_flow_outside_its_running_range_takes_the_nearest_running_flow_inside_it():
+    (coupling,) = _pump_coupling(running_range=True)
+    low, high = coupling.others_low, coupling.others_high
+    inside = (low + high) / 2
+    generated = pd.DataFrame(
+        {"F_PUMP1": [inside, 0.5 * low, 0.0, 2 * high, high], "S_PUMP1": [1, 1, 0, 1, 1]}
+    )
+    fixed = apply_couplings(generated, [coupling], 5, np.random.default_rng(0))
+    assert fixed["F_PUMP1"].tolist() == [inside, inside, 0.0, high, high]
+    assert fixed["S_PUMP1"].tolist() == [1, 1, 0, 1, 1]
 
 
 def test_a_table_without_any_flow_turns_the_states_off_instead():
