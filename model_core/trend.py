@@ -247,10 +247,11 @@ class InnovationPool:
 
     With ``state_bounds`` (``low``/``high`` [sum(n_categories), D]: the model-space interval each state
     allows each feature, from the exact couplings in the data), ``draw`` picks among the candidates (the
-    ``neighbours`` nearest rows, or ``BOOTSTRAP_CANDIDATES`` random ones) one that keeps the new row inside
-    its states' intervals, and if none does, moves the row to the nearest allowed value. Why: a running pump's steady flow otherwise random-walks across the edge of the
-    flow's zero, and a pressure out of the range of its pump's state; the couplings then repaired 4-8 % of
-    BATADAL's generated flow and pressure cells after the fact, as a jump (docs/DECISIONS.md).
+    ``neighbours`` nearest rows, or ``BOOTSTRAP_CANDIDATES`` random ones) one that keeps the new row
+    inside its states' intervals, and if none does, moves the row to the nearest allowed value. Why: a
+    running pump's steady flow otherwise random-walks across the edge of the flow's zero, and a pressure
+    out of the range of its pump's state; the couplings then repaired 4-8 % of BATADAL's generated flow
+    and pressure cells after the fact, as a jump (docs/DECISIONS.md).
     """
 
     def __init__(

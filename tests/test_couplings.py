@@ -181,12 +181,12 @@ def test_each_state_allows_what_its_couplings_say_and_nothing_is_bounded_otherwi
     assert low[0].tolist() == [-np.inf, 0.0, pressure.lows[0]] and high[0].tolist() == [np.inf, 0.0, pressure.highs[0]]
     # Running: the flow's running range, the running pressure range.
     assert low[1, 1] == frame.flow[frame.pump == 1].min() and high[1, 1] == frame.flow.max()
+    assert (low[1, 2], high[1, 2]) == (pressure.lows[1], pressure.highs[1])
+    assert np.isneginf(low[2:]).all() and np.isposinf(high[2:]).all() and np.isneginf(low[:, 0]).all()
     # A schema saved before the running range was recorded: anything above the atom.
     recorded_before = [c.model_copy(update={"others_low": None, "others_high": None}) for c in atoms]
     old_low, old_high = state_value_ranges(recorded_before, [], continuous, value_range, levels)
     assert old_low[1, 1] == np.nextafter(0.0, 1.0) and np.isposinf(old_high[1, 1])
-    assert (low[1, 2], high[1, 2]) == (pressure.lows[1], pressure.highs[1])
-    assert np.isneginf(low[2:]).all() and np.isposinf(high[2:]).all() and np.isneginf(low[:, 0]).all()
 
 
 def test_an_atom_inside_the_range_bounds_by_the_other_rows_range_and_a_shared_feature_bounds_nothing():
