@@ -139,8 +139,9 @@ def apply_couplings(
         else:
             _state_follows_value(table, coupling)
     running = [c for c, state_leads_it in zip(couplings, leading, strict=True) if state_leads_it]
+    present = {c.discrete: [float(v) for v in np.unique(table[c.discrete])] for c in running}
     by_feature: dict[str, list[RangeCoupling]] = {}
-    for range_coupling in [*(ranges or []), *_running_ranges(table, running)]:
+    for range_coupling in [*(ranges or []), *_running_ranges(running, present)]:
         by_feature.setdefault(range_coupling.continuous, []).append(range_coupling)
     for name, feature_ranges in by_feature.items():
         _value_into_state_ranges(table, name, feature_ranges, sequence_length, rng)
@@ -167,21 +168,21 @@ def state_value_ranges(
     """
     slots = {(name, level): i for i, (name, level) in enumerate((n, v) for n, ls in discrete_levels.items() for v in ls)}
     low, high = np.full((len(slots), len(continuous)), -np.inf), np.full((len(slots), len(continuous)), np.inf)
-    for coupling, state_leads_it in zip(couplings, _state_leads(couplings), strict=True):
-        if not state_leads_it:
-            continue
+    leading = [c for c, state_leads_it in zip(couplings, _state_leads(couplings), strict=True) if state_leads_it]
+    for coupling in leading:
         j = continuous.index(coupling.continuous)
+        recorded = coupling.others_low is not None  # then the off-atom states are a range coupling below
         for level in discrete_levels[coupling.discrete]:
             s = slots[coupling.discrete, level]
             if level in coupling.atom_states:
                 low[s, j] = high[s, j] = coupling.atom
-            elif coupling.others_low is not None and coupling.others_high is not None:
-                low[s, j], high[s, j] = coupling.others_low, coupling.others_high
+            elif recorded:
+                continue
             elif coupling.atom <= value_range[0][j]:
                 low[s, j] = np.nextafter(coupling.atom, np.inf)
             elif coupling.atom >= value_range[1][j]:
                 high[s, j] = np.nextafter(coupling.atom, -np.inf)
-    for range_coupling in ranges:
+    for range_coupling in [*ranges, *_running_ranges(leading, discrete_levels)]:
         j = continuous.index(range_coupling.continuous)
         for level, state_low, state_high in zip(
             range_coupling.states, range_coupling.lows, range_coupling.highs, strict=True
@@ -199,21 +200,21 @@ def _state_leads(couplings: list[Coupling]) -> list[bool]:
     return [continuous_uses[c.continuous] == 1 and discrete_uses[c.discrete] == 1 for c in couplings]
 
 
-def _running_ranges(table: pd.DataFrame, couplings: list[Coupling]) -> list[RangeCoupling]:
-    """The off-atom range of each atom coupling (whose state leads), as a range coupling of the off-atom
-    states present in ``table``."""
+def _running_ranges(couplings: list[Coupling], states: dict[str, list[float]]) -> list[RangeCoupling]:
+    """The off-atom range of each atom coupling that recorded one, as a range coupling of its discrete
+    feature's off-atom ``states`` (by feature name): a running pump's flow stays in its running range."""
     ranges = []
     for coupling in couplings:
         if coupling.others_low is None or coupling.others_high is None:
             continue
-        states = [float(v) for v in np.unique(table[coupling.discrete]) if float(v) not in coupling.atom_states]
+        off_atom = [level for level in states[coupling.discrete] if level not in coupling.atom_states]
         ranges.append(
             RangeCoupling(
                 continuous=coupling.continuous,
                 discrete=coupling.discrete,
-                states=states,
-                lows=[coupling.others_low] * len(states),
-                highs=[coupling.others_high] * len(states),
+                states=off_atom,
+                lows=[coupling.others_low] * len(off_atom),
+                highs=[coupling.others_high] * len(off_atom),
             )
         )
     return ranges
