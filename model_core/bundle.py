@@ -53,6 +53,7 @@ _SETTINGS_BEFORE_THEY_EXISTED = {
     ("trend", "state_lead"): False,
     ("sampling", "strength"): 1.0,
     ("sampling", "follow_couplings"): False,
+    ("sampling", "avoid_replay"): False,
 }
 
 
@@ -77,9 +78,17 @@ class Pools:
     residual_mean: np.ndarray  # [Dc] the diffusion models (residual - mean) / std
     residual_std: np.ndarray  # [Dc]
     clip: float  # bound on predicted normalised residuals during sampling
+    # The training row of each pooled residual [M] and of each context's last step [N] (int64), so a rollout
+    # can avoid continuing the real series (``sampling.avoid_replay``). None in bundles saved before them.
+    residual_rows: np.ndarray | None = None
+    context_rows: np.ndarray | None = None
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        return {
+        rows = {} if self.residual_rows is None or self.context_rows is None else {
+            "residual_rows": self.residual_rows,
+            "context_rows": self.context_rows,
+        }
+        return rows | {
             "contexts": self.contexts,
             "context_tokens": self.context_tokens,
             "context_times": self.context_times,
@@ -230,6 +239,8 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> ModelBu
                 residual_mean=arrays["residual_mean"],
                 residual_std=arrays["residual_std"],
                 clip=float(arrays["clip"]),
+                residual_rows=arrays["residual_rows"] if "residual_rows" in arrays.files else None,
+                context_rows=arrays["context_rows"] if "context_rows" in arrays.files else None,
             )
         trend, denoiser, ema = build_networks(config, schema, len(transforms.continuous), transforms.n_categories)
         if trend is not None:

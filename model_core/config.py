@@ -89,8 +89,8 @@ class TrendConfig(_Section):
         ge=0,
         le=4096,
         description="Rollout noise is drawn among the training residuals of the k rows whose trend is nearest "
-        "the current one (state-dependent noise); 0 = among all residuals. 1 replays the training data "
-        "(each row is in the pool once, so its nearest trend is the real moment itself): keep 0 or >= 2.",
+        "the current one (state-dependent noise); 0 = among all residuals. Without sampling.avoid_replay, 1 replays "
+        "the training data (each row is in the pool once, so its nearest trend is the real moment itself).",
     )
 
 
@@ -175,6 +175,14 @@ class SamplingConfig(_Section):
         "exact couplings found in the data (a flow's zero while its pump is off, a pressure's range per pump state), "
         "choosing among its candidate innovations, and a value the denoiser moves outside keeps the rollout's value; "
         "without it, the repair after generation moves such values to another step's (docs/DECISIONS.md).",
+    )
+    avoid_replay: bool = Field(
+        True,
+        description="Stage 1's rollout never draws, as a step's innovation, the residual of the real row that came "
+        "right after the row its previous step's innovation (or its context's last step) came from: that residual "
+        "continues the real series, and the nearest-trend draw otherwise picks it whenever the rollout is at a real "
+        "moment. Keeps synthetic windows from tracing stretches of the training data (docs/DECISIONS.md). Needs a "
+        "bundle that records its pool's rows (trained since); no effect with trend.innovation_neighbours 0.",
     )
     chunk_size: int = Field(512, ge=1, description="Windows generated at once; bounds memory.")
 

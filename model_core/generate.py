@@ -113,8 +113,11 @@ def sample_model_space(
             context_tokens = torch.as_tensor(pools.context_tokens[picks], device=device)
             innovations = innovation_pool(bundle)
             calendar = rollout_calendar(bundle, pools.context_times[picks], total)
+            context_rows = None
+            if innovations.rows is not None and pools.context_rows is not None:
+                context_rows = torch.as_tensor(pools.context_rows[picks], device=device)
             trend, path, rollout_states = bundle.trend.rollout(
-                context, context_tokens, total, innovations, generator, calendar.to(device)
+                context, context_tokens, total, innovations, generator, calendar.to(device), context_rows
             )
             if config.sampling.strength < 1.0:
                 rollout_residual = ((path - trend[:, :total] - mean) / std).cpu()
@@ -239,10 +242,12 @@ def _sample_window(
 
 def innovation_pool(bundle: ModelBundle) -> InnovationPool:
     """Stage 1's rollout noise for a bundle with a trend model: its training residuals, drawn as its config
-    says (``trend.innovation_neighbours``; inside the couplings with ``sampling.follow_couplings``)."""
+    says (``trend.innovation_neighbours``; inside the couplings with ``sampling.follow_couplings``; off the
+    real continuation with ``sampling.avoid_replay``, where the bundle records its pool's rows)."""
     assert bundle.trend is not None
     pools, device = bundle.pools, bundle.device
     bounds = bundle.state_bounds if bundle.config.sampling.follow_couplings else None
+    rows = pools.residual_rows if bundle.config.sampling.avoid_replay else None
     return InnovationPool(
         torch.as_tensor(pools.residual_trends, dtype=torch.float32, device=device),
         torch.as_tensor(pools.residuals, dtype=torch.float32, device=device),
@@ -250,6 +255,7 @@ def innovation_pool(bundle: ModelBundle) -> InnovationPool:
         torch.as_tensor(pools.residual_states, device=device),
         bundle.trend.n_categories,
         None if bounds is None else (torch.as_tensor(bounds[0], dtype=torch.float32, device=device), torch.as_tensor(bounds[1], dtype=torch.float32, device=device)),
+        None if rows is None else torch.as_tensor(rows, device=device),
     )
 
 

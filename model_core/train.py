@@ -154,6 +154,8 @@ def train(
         residual_mean=mean.numpy(),
         residual_std=std.numpy(),
         clip=max(4.0, 1.1 * float(((residual - mean) / std).abs().max())),
+        residual_rows=pooled_rows.numpy().astype(np.int64),
+        context_rows=context_rows[:, -1].numpy().astype(np.int64),
     )
     train_set = _diffusion_windows(train_residual, discrete, train_trend, train_starts, mean, std)
     val_trend, val_starts = _window_trends(trend_model, x, tokens, calendar, val_segments, table.segments, config, device)

@@ -6,6 +6,7 @@ import hashlib
 import json
 import shutil
 import time
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -186,26 +187,32 @@ def test_a_bundle_saved_before_range_couplings_still_loads_and_generates(saved, 
 
 
 def test_a_bundle_saved_before_state_lead_and_strength_loads_as_it_was_made(saved, tmp_path):
-    """Format-5 bundles from before ``trend.state_lead``, ``sampling.strength`` and
-    ``sampling.follow_couplings`` have none of these keys in config.json nor the lead weight: they load
-    with all three off, not with today's defaults."""
+    """Format-5 bundles from before ``trend.state_lead``, ``sampling.strength``,
+    ``sampling.follow_couplings`` and ``sampling.avoid_replay`` have none of these keys in config.json, nor
+    the lead weight, nor the pool's rows: they load with all four off, not with today's defaults."""
     old = tmp_path / "old"
     shutil.copytree(saved, old)
     config = json.loads((old / "config.json").read_text())
     assert config["trend"].pop("state_lead") and config["sampling"].pop("strength") < 1
-    assert config["sampling"].pop("follow_couplings")
+    assert config["sampling"].pop("follow_couplings") and config["sampling"].pop("avoid_replay")
     (old / "config.json").write_text(json.dumps(config))
     weights = load_file(str(old / "trend.safetensors"))
     del weights["state_lead.weight"]
     save_file(weights, str(old / "trend.safetensors"))
+    with np.load(old / "pools.npz") as arrays:
+        pools = {name: arrays[name] for name in arrays.files if not name.endswith("_rows")}
+    assert len(pools) == 9
+    with open(old / "pools.npz", "wb") as handle:
+        np.savez(handle, **pools)
     manifest = json.loads((old / "manifest.json").read_text())
-    for name in ("config.json", "trend.safetensors"):
+    for name in ("config.json", "trend.safetensors", "pools.npz"):
         manifest["files"][name] = hashlib.sha256((old / name).read_bytes()).hexdigest()
     (old / "manifest.json").write_text(json.dumps(manifest))
     loaded = load_bundle(old)
     assert loaded.trend is not None and loaded.trend.state_lead is None
     assert loaded.config.trend.state_lead is False and loaded.config.sampling.strength == 1.0
-    assert loaded.config.sampling.follow_couplings is False
+    assert loaded.config.sampling.follow_couplings is False and loaded.config.sampling.avoid_replay is False
+    assert loaded.pools.residual_rows is None and loaded.pools.context_rows is None
     synthetic = generate(loaded, 8, seed=2)
     assert ((synthetic["F_PUMP1"] == 0) == (synthetic["S_PUMP1"] == 0)).all()
 
@@ -341,8 +348,9 @@ def _stage_one_rollout(bundle, n: int, length: int, seed: int) -> tuple[torch.Te
     innovations = innovation_pool(bundle)
     context = torch.as_tensor(bundle.pools.contexts[picks], dtype=torch.float32)
     calendar = rollout_calendar(bundle, bundle.pools.context_times[picks], length)
+    rows = torch.as_tensor(bundle.pools.context_rows[picks]) if innovations.rows is not None else None
     _, path, states = bundle.trend.rollout(
-        context, torch.as_tensor(bundle.pools.context_tokens[picks]), length, innovations, generator, calendar
+        context, torch.as_tensor(bundle.pools.context_tokens[picks]), length, innovations, generator, calendar, rows
     )
     return path, states
 
@@ -426,6 +434,44 @@ def test_the_innovation_pool_holds_every_training_row_once(trained, plant):
     distances = np.linalg.norm(pooled[:, None, :] - x[None, training_rows, :], axis=-1)
     assert float(distances.min(axis=1).max()) < 1e-4
     assert sorted(training_rows[distances.argmin(axis=1)].tolist()) == training_rows.tolist()
+    # The rows the pool records are those rows, and each context's last row is where the context ends.
+    assert (bundle.pools.residual_rows == training_rows[distances.argmin(axis=1)]).all()
+    assert np.allclose(bundle.pools.contexts[:, -1], x[bundle.pools.context_rows], atol=1e-6)
+
+
+def test_an_innovation_never_continues_the_real_row_it_follows():
+    # Row i of the series had trend i and residual i. A rollout at trend 5 after row 4 (a real moment) would
+    # take row 5's residual, the real continuation: it takes the nearest other row's instead.
+    trends = torch.arange(10.0)[:, None]
+    pool = InnovationPool(trends, trends.clone(), 1, rows=torch.arange(10))
+    generator = torch.Generator().manual_seed(0)
+    query = torch.full((50, 1), 5.0)
+    innovation, rows = pool.pick(query, generator)
+    assert bool((innovation == 5.0).all()) and bool((rows == 5).all())
+    innovation, rows = pool.pick(query, generator, after=torch.full((50,), 4))
+    assert bool(((rows == 4) | (rows == 6)).all()) and bool((innovation == rows[:, None].float()).all())
+    # After another row, row 5 is allowed again.
+    assert bool((pool.pick(query, generator, after=torch.full((50,), 7))[1] == 5).all())
+
+
+def test_a_rollout_avoiding_replay_does_not_trace_the_real_series(trained, plant):
+    # With one neighbour, the nearest trend of a rollout that starts from a real context is the real next
+    # row, and its residual reproduces that row; step after step the rollout traces the training data.
+    bundle = trained[0]
+    x, _ = bundle.transforms.transform(prepare_table(plant, bundle.config.data, bundle.config.window.seq_len).values)
+    steps = 6
+
+    def traced_share(avoid: bool) -> float:
+        overrides = {"trend": {"innovation_neighbours": 1}, "sampling": {"avoid_replay": avoid}}
+        settings = replace(bundle, config=bundle.config.with_overrides(overrides))
+        generator = torch.Generator().manual_seed(4)
+        picks = torch.randint(0, len(bundle.pools.contexts), (200,), generator=generator).numpy()
+        path, _ = _stage_one_rollout(settings, 200, steps, seed=4)
+        real_next = x[bundle.pools.context_rows[picks][:, None] + np.arange(1, steps + 1)]
+        return float((np.abs(path.numpy() - real_next).max(axis=-1) < 1e-3).mean())
+
+    assert traced_share(avoid=False) > 0.2
+    assert traced_share(avoid=True) < 0.02
 
 
 def test_innovations_come_from_the_nearest_trends():
