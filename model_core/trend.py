@@ -277,6 +277,13 @@ class InnovationPool:
     ):
         self.residuals = residuals
         self.rows = rows
+        # Pool index of each training row (-1 where the row is not pooled; one past the last row too), so
+        # the row to leave out is one lookup per query, not a comparison with every pooled row. The pool
+        # holds each training row once (train.py).
+        self._index_of_row: torch.Tensor | None = None
+        if rows is not None:
+            self._index_of_row = torch.full((int(rows.max()) + 2,), -1, dtype=torch.long, device=rows.device)
+            self._index_of_row[rows] = torch.arange(len(rows), device=rows.device)
         self.neighbours = min(neighbours, len(residuals))
         self.n_categories = list(n_categories or [])
         self.state_bounds = state_bounds if self.n_categories else None
@@ -320,8 +327,11 @@ class InnovationPool:
                     raise ValueError("this pool matches states: pass the current states")
                 query = torch.cat([trend, 0.5 * self._state_penalty * one_hot_states(states, self.n_categories)], dim=1)
             distances = self._offsets - 2.0 * query @ self._keys.T
-            if self.rows is not None and after is not None:
-                distances = distances.masked_fill(self.rows[None, :] == after[:, None] + 1, torch.inf)
+            if self._index_of_row is not None and after is not None:
+                following = (after.to(self._index_of_row.device) + 1).clamp(0, len(self._index_of_row) - 1)
+                banned = self._index_of_row[following].to(distances.device)
+                queries = torch.arange(batch, device=distances.device)[banned >= 0]
+                distances[queries, banned[banned >= 0]] = torch.inf
             candidates = distances.topk(self.neighbours, dim=1, largest=False).indices
         if not bounded:
             pick = torch.randint(0, candidates.shape[1], (batch, 1), generator=generator).to(candidates.device)
