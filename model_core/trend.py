@@ -330,8 +330,8 @@ class InnovationPool:
             if self._index_of_row is not None and after is not None:
                 following = (after.to(self._index_of_row.device) + 1).clamp(0, len(self._index_of_row) - 1)
                 banned = self._index_of_row[following].to(distances.device)
-                queries = torch.arange(batch, device=distances.device)[banned >= 0]
-                distances[queries, banned[banned >= 0]] = torch.inf
+                pooled = banned >= 0
+                distances[torch.arange(batch, device=distances.device)[pooled], banned[pooled]] = torch.inf
             candidates = distances.topk(self.neighbours, dim=1, largest=False).indices
         if not bounded:
             pick = torch.randint(0, candidates.shape[1], (batch, 1), generator=generator).to(candidates.device)
