@@ -2,7 +2,7 @@
 
 A job that fails ten seconds in because of a typo in the overrides or a text cell in row 900 wastes
 a queue slot and tells the caller late; so the overrides are validated as a whole config (including
-whether a requested CUDA device exists) and the table goes through ``prepare_table``, the very
+whether a requested CUDA device exists) and the table goes through ``training_table``, the very
 checks ``train`` starts with, before the 202.
 """
 
@@ -19,8 +19,7 @@ from app.registry import MODEL_NAME
 from app.services import Services
 from app.uploads import dataset_path, load_table
 from model_core.config import ConfigError, TSSynthConfig
-from model_core.schema import prepare_table
-from model_core.train import resolve_device
+from model_core.train import resolve_device, training_table
 
 
 async def submit_training(
@@ -39,7 +38,7 @@ async def submit_training(
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
     frame, content, source = await load_table(deps.pool, deps.settings, "training", file, dataset)
-    await deps.pool.run(prepare_table, frame, config.data, config.window.seq_len)
+    await deps.pool.run(training_table, frame, config)
     if content is not None:
         data_path = deps.jobs.save_upload(content)
     else:

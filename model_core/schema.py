@@ -39,6 +39,11 @@ _HOUR_ONLY_FORMATS = ("%d/%m/%y %H", "%m/%d/%y %H", "%d/%m/%Y %H", "%m/%d/%Y %H"
 MAX_DECIMALS = 6
 #: A step longer than this multiple of the median step starts a new segment.
 GAP_FACTOR = 1.5
+#: Share of rows that may repeat an earlier row's timestamp (a clock set back, a repeated hour when
+#: daylight saving ends). Beyond it the file most likely holds several series interleaved.
+MAX_REPEATED_TIMESTAMPS = 0.01
+#: Field separators recognised in the header line when it has no comma.
+_OTHER_SEPARATORS = (";", "\t", "|")
 
 
 class DataError(ValueError):
@@ -111,13 +116,15 @@ def read_csv(source: str | Path | IO[bytes] | bytes) -> pd.DataFrame:
         raw = source
     else:
         raw = source.read()
-    header = next(csv.reader(io.StringIO(raw[:65536].decode("utf-8", errors="replace"))), [])
+    first_line = raw[:65536].decode("utf-8", errors="replace").split("\n", 1)[0]
+    separator = _separator(first_line)
+    header = next(csv.reader(io.StringIO(first_line), delimiter=separator), [])
     header = [name.strip() for name in header]
     repeated = sorted({name for name in header if header.count(name) > 1})
     if repeated:
         raise DataError(f"duplicate column names: {repeated}")
     try:
-        frame = pd.read_csv(io.BytesIO(raw), skipinitialspace=True)
+        frame = pd.read_csv(io.BytesIO(raw), sep=separator, skipinitialspace=True)
     except pd.errors.EmptyDataError as exc:
         raise DataError("the CSV is empty (no header and no rows)") from exc
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
@@ -126,6 +133,16 @@ def read_csv(source: str | Path | IO[bytes] | bytes) -> pd.DataFrame:
     if frame.empty:
         raise DataError("the CSV has a header but no rows")
     return frame
+
+
+def _separator(header_line: str) -> str:
+    """The comma, or else the separator the header uses (semicolon CSVs come from spreadsheets set to a
+    decimal comma; tab and pipe from database exports)."""
+    if "," in header_line:
+        return ","
+    counts = {candidate: header_line.count(candidate) for candidate in _OTHER_SEPARATORS}
+    best = max(counts, key=lambda candidate: counts[candidate])
+    return best if counts[best] else ","
 
 
 def check_unique_columns(frame: pd.DataFrame) -> None:
@@ -219,7 +236,9 @@ def infer_schema(frame: pd.DataFrame, config: DataConfig | None = None) -> Table
     periods: list[float] = []
     if timestamp_column:
         stamps = parse_timestamps(frame[timestamp_column]).sort_values()
+        _check_repeated_timestamps(stamps, timestamp_column)
         diffs = stamps.diff().dropna().dt.total_seconds()
+        diffs = diffs[diffs > 0]
         step_seconds = float(diffs.median()) if len(diffs) else None
         start = str(stamps.iloc[0])
         periods = calendar_periods(step_seconds, (stamps.iloc[-1] - stamps.iloc[0]).total_seconds())
@@ -241,6 +260,18 @@ def infer_schema(frame: pd.DataFrame, config: DataConfig | None = None) -> Table
             feature_frame, [c for c in continuous if c not in atom_coupled], discrete
         ),
     )
+
+
+def _check_repeated_timestamps(stamps: pd.Series, name: str) -> None:
+    """A few repeated timestamps are kept in file order; many mean several series in one file."""
+    repeated = stamps.duplicated()
+    if repeated.mean() > MAX_REPEATED_TIMESTAMPS:
+        example = stamps[repeated].iloc[0]
+        raise DataError(
+            f"{int(repeated.sum())} of {len(stamps)} rows repeat another row's timestamp in column '{name}' "
+            f"(e.g. {example}); tssynth learns one series: if the file holds several (one per device or "
+            "site), train one model per series"
+        )
 
 
 def prepare_table(
@@ -309,6 +340,13 @@ def _numeric_features(frame: pd.DataFrame, config: DataConfig) -> pd.DataFrame:
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0])
             if bad.all():
+                categories = sorted({str(v) for v in column.dropna()})
+                if 2 <= len(categories) <= config.max_discrete_levels:
+                    raise DataError(
+                        f"column '{name}' holds text categories {categories}; tssynth reads numbers only: encode "
+                        "them as integers (e.g. 0/1 for off/on), which it models as discrete states, or list the "
+                        "column in data.drop_columns"
+                    )
                 raise DataError(
                     f"column '{name}' is not numeric (e.g. {column.iloc[row]!r}); "
                     "declare it as data.timestamp_column or list it in data.drop_columns"
@@ -386,7 +424,8 @@ def _segments(timestamps: pd.Series | None, n_rows: int, seq_len: int) -> list[t
     bounds = [0, n_rows]
     if timestamps is not None and n_rows > 1:
         seconds = timestamps.diff().dt.total_seconds().to_numpy()[1:]
-        median = float(np.median(seconds))
+        positive = seconds[seconds > 0]
+        median = float(np.median(positive)) if len(positive) else 0.0
         breaks = (np.flatnonzero(seconds > GAP_FACTOR * median) + 1).tolist() if median > 0 else []
         bounds = [0, *breaks, n_rows]
     segments = [(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b - a >= seq_len]

@@ -117,7 +117,7 @@ def train(
     device = resolve_device(config.training.device)
     report(Progress("prepare", 0, 1))
 
-    table = prepare_table(frame, config.data, config.window.seq_len)
+    table = training_table(frame, config)
     transforms = FittedTransforms.fit(table.values, table.schema, config.transform)
     continuous, discrete = transforms.transform(table.values)
     train_segments, val_segments = split_by_time(table.segments, config)
@@ -205,6 +205,19 @@ def train(
     }
     report(Progress("validate", 1, 1))
     return bundle
+
+
+def training_table(frame: pd.DataFrame, config: TSSynthConfig) -> PreparedTable:
+    """The checks ``train`` starts with (the service runs them before it accepts a job): a valid table
+    (``prepare_table``) with at least one continuous feature to model."""
+    table = prepare_table(frame, config.data, config.window.seq_len)
+    if not table.schema.names("continuous"):
+        raise DataError(
+            f"nothing to model: no continuous column (found {table.schema.kinds}); tssynth models continuous readings with "
+            "their discrete states and constants beside them. A column with few integer levels is read as "
+            "discrete: list it in data.continuous_columns to model it as continuous"
+        )
+    return table
 
 
 def split_by_time(segments: list[tuple[int, int]], config: TSSynthConfig) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:

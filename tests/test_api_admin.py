@@ -79,6 +79,11 @@ def _bad_cell_csv() -> bytes:
     return frame.to_csv(index=False).encode()
 
 
+def _states_only_csv() -> bytes:
+    frame = pd.read_csv(io.BytesIO(plant_csv()))
+    return frame[["timestamp", *[c for c in frame.columns if c.startswith("S_")]]].to_csv(index=False).encode()
+
+
 @pytest.mark.parametrize(
     ("kwargs", "status", "code", "fragment"),
     [
@@ -90,6 +95,7 @@ def _bad_cell_csv() -> bytes:
         ({"content": _bad_cell_csv()}, 422, "invalid_data", "column 'F_DEMAND' at row 100"),
         ({"content": plant_csv()[:2000]}, 422, "invalid_data", "not enough rows"),
         ({"content": b""}, 422, "invalid_data", "empty"),
+        ({"content": _states_only_csv()}, 422, "invalid_data", "nothing to model: no continuous column"),
         ({"dataset": "nope.csv"}, 404, "dataset_not_found", "nope.csv"),
     ],
 )

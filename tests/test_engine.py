@@ -21,7 +21,7 @@ from model_core.config import TSSynthConfig
 from model_core.couplings import apply_couplings
 from model_core.diagnostics import diagnose
 from model_core.generate import generate, innovation_pool, iter_generate, rollout_calendar, sample_model_space
-from model_core.schema import prepare_table
+from model_core.schema import DataError, prepare_table
 from model_core.simulator import simulate_plant
 from model_core.train import Progress, TrainingCancelled, split_by_time, steps_within_budget, train
 from model_core.trend import InnovationPool, TemporalGRUGenerator
@@ -258,6 +258,12 @@ def test_cancellation_stops_training(plant):
 
     with pytest.raises(TrainingCancelled):
         train(plant, TSSynthConfig().with_overrides(TINY), should_stop=stop)
+
+
+def test_a_table_without_continuous_features_is_refused_before_training(plant):
+    states = plant[["timestamp", *[c for c in plant.columns if c.startswith("S_")]]]
+    with pytest.raises(DataError, match="nothing to model: no continuous column .*'S_PUMP1': 'discrete'"):
+        train(states, TSSynthConfig().with_overrides(TINY))
 
 
 @pytest.mark.parametrize(

@@ -108,6 +108,32 @@ def test_non_numeric_cells_and_columns_are_named():
     frame["site"] = "north"
     with pytest.raises(DataError, match="column 'site' is not numeric"):
         infer_schema(frame)
+    frame["mode"] = np.where(np.arange(50) % 3, "ON", "OFF")
+    with pytest.raises(DataError, match=r"column 'mode' holds text categories \['OFF', 'ON'\]; .*encode"):
+        infer_schema(frame.drop(columns=["site"]))
+
+
+@pytest.mark.parametrize("separator", [";", "\t", "|"])
+def test_a_header_without_commas_names_its_separator(separator):
+    frame = simulate_plant(rows=50, seed=8)
+    content = frame.to_csv(index=False, sep=separator).encode()
+    read = read_csv(content)
+    assert list(read.columns) == list(frame.columns)
+    assert np.allclose(read["L_T1"], frame["L_T1"])
+    # A comma in the header decides for the comma, even with semicolons in the values.
+    assert list(read_csv(b"a,b\n1,x;y\n").columns) == ["a", "b"]
+
+
+def test_a_few_repeated_timestamps_are_kept_many_are_an_error():
+    frame = simulate_plant(rows=200, seed=9)
+    repeated_hour = pd.concat([frame, frame.iloc[[50]]])  # a clock set back once: one repeated stamp
+    schema = infer_schema(repeated_hour)
+    assert schema.step_seconds == infer_schema(frame).step_seconds > 0
+    table = prepare_table(repeated_hour, DataConfig(), seq_len=24)
+    assert len(table.values) == 201 and table.segments == [(0, 201)]
+    interleaved = pd.concat([frame, frame])  # two devices' logs in one file
+    with pytest.raises(DataError, match="200 of 400 rows repeat another row's timestamp in column 'timestamp'"):
+        infer_schema(interleaved)
 
 
 def test_all_missing_column_is_an_error():
