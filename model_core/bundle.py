@@ -51,6 +51,7 @@ MANIFEST = "manifest.json"
 #: ``state_lead``, ask for a weight it does not have).
 _SETTINGS_BEFORE_THEY_EXISTED = {
     ("trend", "state_lead"): False,
+    ("trend", "swap_innovations"): 0.0,
     ("sampling", "strength"): 1.0,
     ("sampling", "follow_couplings"): False,
     ("sampling", "avoid_replay"): False,

@@ -84,6 +84,14 @@ class TrendConfig(_Section):
         description="The continuous prediction of each step also reads the states sampled for that step, so a flow "
         "jumps and a tank turns in the hour its pump switches instead of an hour later.",
     )
+    swap_innovations: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="Share of the rows stage 1 reads in training (from its third epoch, after the first half of "
+        "each context) whose innovation is swapped for another row's: the rows a rollout feeds it are like that, "
+        "and it learns to predict the real next step from them (docs/DECISIONS.md). 0 = plain teacher forcing.",
+    )
     innovation_neighbours: int = Field(
         2,
         ge=0,
