@@ -346,8 +346,8 @@ def swapped_innovations(
     others = flat[torch.randint(0, len(flat), (batch * steps,), generator=generator).to(flat.device)].reshape(residuals.shape)
     swap = torch.rand(batch, steps, 1, generator=generator).to(flat.device) < share
     swap[:, :keep] = False  # rows 1 .. keep (and row 0) stay real
-    swapped = predictions + torch.where(swap, others, residuals)
-    return torch.cat([series[:, :1], swapped[:, :-1]], dim=1)
+    rows = torch.where(swap, predictions + others, series[:, 1:])
+    return torch.cat([series[:, :1], rows[:, :-1]], dim=1)
 
 
 def _window_trends(

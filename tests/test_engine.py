@@ -23,7 +23,14 @@ from model_core.diagnostics import diagnose
 from model_core.generate import generate, innovation_pool, iter_generate, rollout_calendar, sample_model_space
 from model_core.schema import DataError, prepare_table
 from model_core.simulator import simulate_plant
-from model_core.train import Progress, TrainingCancelled, split_by_time, steps_within_budget, train
+from model_core.train import (
+    Progress,
+    TrainingCancelled,
+    split_by_time,
+    steps_within_budget,
+    swapped_innovations,
+    train,
+)
 from model_core.trend import InnovationPool, TemporalGRUGenerator
 from model_core.windows import window_starts
 
@@ -188,13 +195,15 @@ def test_a_bundle_saved_before_range_couplings_still_loads_and_generates(saved, 
 
 def test_a_bundle_saved_before_state_lead_and_strength_loads_as_it_was_made(saved, tmp_path):
     """Format-5 bundles from before ``trend.state_lead``, ``sampling.strength``,
-    ``sampling.follow_couplings`` and ``sampling.avoid_replay`` have none of these keys in config.json, nor
-    the lead weight, nor the pool's rows: they load with all four off, not with today's defaults."""
+    ``sampling.follow_couplings``, ``sampling.avoid_replay`` and ``trend.swap_innovations`` have none of these
+    keys in config.json, nor the lead weight, nor the pool's rows: they load with all of them off, not with
+    today's defaults."""
     old = tmp_path / "old"
     shutil.copytree(saved, old)
     config = json.loads((old / "config.json").read_text())
     assert config["trend"].pop("state_lead") and config["sampling"].pop("strength") < 1
     assert config["sampling"].pop("follow_couplings") and config["sampling"].pop("avoid_replay")
+    assert config["trend"].pop("swap_innovations") > 0
     (old / "config.json").write_text(json.dumps(config))
     weights = load_file(str(old / "trend.safetensors"))
     del weights["state_lead.weight"]
@@ -212,6 +221,7 @@ def test_a_bundle_saved_before_state_lead_and_strength_loads_as_it_was_made(save
     assert loaded.trend is not None and loaded.trend.state_lead is None
     assert loaded.config.trend.state_lead is False and loaded.config.sampling.strength == 1.0
     assert loaded.config.sampling.follow_couplings is False and loaded.config.sampling.avoid_replay is False
+    assert loaded.config.trend.swap_innovations == 0.0  # trained before it existed: plain teacher forcing
     assert loaded.pools.residual_rows is None and loaded.pools.context_rows is None
     synthetic = generate(loaded, 8, seed=2)
     assert ((synthetic["F_PUMP1"] == 0) == (synthetic["S_PUMP1"] == 0)).all()
@@ -547,6 +557,30 @@ def test_following_the_couplings_leaves_the_output_repair_nothing_to_do(trained)
 
     assert repaired_share(follow=False) > 0.002
     assert repaired_share(follow=True) == 0.0
+
+
+def test_stage_1_reads_rows_whose_innovation_is_another_rows():
+    torch.manual_seed(0)
+    model = TemporalGRUGenerator(3, 8, 1, [2]).eval()
+    series, states = torch.randn(64, 30, 3), torch.randint(0, 2, (64, 30, 1))
+    calendar = torch.zeros(64, 29, 0)
+    with torch.no_grad():
+        predictions, _, _ = model(series[:, :-1], states[:, :-1], next_tokens=states[:, 1:])
+    residuals = (series[:, 1:] - predictions).reshape(-1, 3)
+
+    def read(share: float, keep: int) -> torch.Tensor:
+        return swapped_innovations(model, series, states, calendar, share, keep, torch.Generator().manual_seed(1))
+
+    assert torch.equal(read(0.0, 5), series[:, :-1])
+    rows = read(0.5, 5)
+    assert rows.shape == (64, 29, 3)
+    assert torch.equal(rows[:, :6], series[:, :6])  # the start of each span stays real
+    changed = ~torch.isclose(rows[:, 6:], series[:, 6:-1]).all(dim=-1)
+    assert 0.4 < float(changed.float().mean()) < 0.6
+    # Each swapped row is the model's prediction of it plus the residual of some row of the batch.
+    innovations = (rows[:, 6:] - predictions[:, 5:-1])[changed]
+    nearest = (innovations[:, None] - residuals[None]).abs().amax(dim=-1).min(dim=1).values
+    assert float(nearest.max()) < 1e-5
 
 
 def test_state_transitions_start_from_the_counted_markov_chain():
