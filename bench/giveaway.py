@@ -12,6 +12,11 @@ beside another points at the relation between the two, which is where a model ch
 
 One classifier run per subset (its spread between runs is about ±0.05 on BATADAL: compare large
 differences only). Prints a table and writes ``bench/results/giveaway_<dataset>.json``.
+
+With ``--steps`` the classifier reads each window's steps ``x[t+1] - x[t]`` instead of its values (and
+the results go to ``giveaway_<dataset>_steps.json``). A family that passes on its values but not on its
+steps moves differently from one step to the next: BATADAL's synthetic tanks wobble where the real ones
+ramp, which the values hide (docs/DECISIONS.md, "Measured, not adopted: chained swaps, …").
 """
 
 from __future__ import annotations
@@ -62,12 +67,18 @@ def subsets(groups: dict[str, list[int]]) -> dict[str, list[int]]:
     return chosen
 
 
+def window_view(windows: np.ndarray, steps: bool) -> np.ndarray:
+    """What the classifier reads of windows [n, L, D]: the values, or the L - 1 steps between them."""
+    return np.diff(windows, axis=1) if steps else windows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", required=True, help="demo, batadal or etth1")
     parser.add_argument("--model", required=True, help="a model directory trained on that dataset")
     parser.add_argument("--windows", type=int, default=2048, help="real and synthetic windows per side")
     parser.add_argument("--iterations", type=int, default=2000, help="classifier iterations per subset")
+    parser.add_argument("--steps", action="store_true", help="classify the steps x[t+1] - x[t], not values")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(1)
@@ -82,23 +93,27 @@ def main(argv: list[str] | None = None) -> int:
     groups = feature_groups(series.names, bundle.schema.kinds)
     gaps: dict[str, float] = {}
     started = time.monotonic()
-    print(f"| features ({args.dataset}, {n} windows per side) | columns | gap |\n| --- | --- | --- |")
+    view = "steps" if args.steps else "values"
+    print(f"| features ({args.dataset}, {view}, {n} windows per side) | columns | gap |\n| --- | --- | --- |")
     for label, columns in subsets(groups).items():
         with single_thread():
             scaled_real, scaled_synthetic = scale_with_real_range(real[..., columns], synthetic[..., columns])
-            gaps[label] = round(discrimination_gap(scaled_real, scaled_synthetic, args.iterations, 128, 0), 3)
+            seen = window_view(scaled_real, args.steps), window_view(scaled_synthetic, args.steps)
+            gaps[label] = round(discrimination_gap(*seen, args.iterations, 128, 0), 3)
         print(f"| {label} | {len(columns)} | {gaps[label]:.3f} |", flush=True)
     result = {
         "dataset": args.dataset,
         "model": str(args.model),
         "windows": n,
+        "view": view,
         "iterations": args.iterations,
         "groups": {name: [series.names[i] for i in columns] for name, columns in groups.items()},
         "gaps": gaps,
         "seconds": round(time.monotonic() - started, 1),
     }
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"giveaway_{args.dataset}.json").write_text(json.dumps(result, indent=2) + "\n")
+    suffix = "_steps" if args.steps else ""
+    (RESULTS / f"giveaway_{args.dataset}{suffix}.json").write_text(json.dumps(result, indent=2) + "\n")
     return 0
 
 

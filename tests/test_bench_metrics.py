@@ -13,7 +13,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.baselines import fit_var1, iid_sample, snap_to_support, time_halves  # noqa: E402
-from bench.giveaway import feature_groups, subsets  # noqa: E402
+from bench.giveaway import feature_groups, subsets, window_view  # noqa: E402
 from bench.metrics import (  # noqa: E402
     closest_real_distance,
     correlation_error,
@@ -158,3 +158,10 @@ def test_giveaway_groups_features_by_name_prefix_and_skips_constants():
     assert chosen["L + P"] == [0, 1, 4] and chosen["all but L"] == [2, 3, 4, 5]
     # 5 groups: all, each group, each pair, each group left out.
     assert len(chosen) == 1 + 5 + 10 + 5
+
+
+def test_giveaway_steps_view_reads_the_steps_between_values():
+    ramps = np.arange(10.0).reshape(1, 5, 2)  # two features, each rising by 2 per step
+    assert window_view(ramps, steps=False) is ramps
+    steps = window_view(ramps, steps=True)
+    assert steps.shape == (1, 4, 2) and np.all(steps == 2.0)
