@@ -15,8 +15,9 @@ differences only). Prints a table and writes ``bench/results/giveaway_<dataset>.
 
 With ``--steps`` the classifier reads each window's steps ``x[t+1] - x[t]`` instead of its values (and
 the results go to ``giveaway_<dataset>_steps.json``). A family that passes on its values but not on its
-steps moves differently from one step to the next: BATADAL's synthetic tanks wobble where the real ones
-ramp, which the values hide (docs/DECISIONS.md, "Measured, not adopted: chained swaps, …").
+steps moves differently from one step to the next: BATADAL's synthetic tanks wobbled where the real ones
+ramp, which the values hid, until ramps were mapped linearly (docs/DECISIONS.md, "Default: ramps are
+mapped linearly").
 """
 
 from __future__ import annotations

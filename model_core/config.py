@@ -58,6 +58,12 @@ class TransformConfig(_Section):
         "Quantile normalisation is bounded by construction, so bounds only change 'standard'.",
     )
     n_quantiles: int = Field(1000, ge=10, le=100_000, description="Quantiles of the QuantileTransformer.")
+    linear_ramps: bool = Field(
+        True,
+        description="With quantile normalisation, z-score instead the continuous features whose ramps the quantile "
+        "map would bend (a tank filling at a steady rate; see transforms.ramping_features), so they stay as smooth "
+        "as the data.",
+    )
 
 
 class TrendConfig(_Section):

@@ -12,6 +12,13 @@ Continuous features go to an unbounded, roughly standard-normal space:
   maps a whole interval of model space onto a repeated value (the zeros of a pump's flow), which keeps the
   exact share of zeros. ``bounds`` has nothing left to do there.
 
+  Except for *ramps* (``linear_ramps``, ``ramping_features``): a feature that moves in long straight runs
+  (a tank filling at a steady rate) is z-scored instead, and folded back into its range on the way out.
+  The quantile map is steep where data are rare and flat where they are common, so it bends a straight
+  run into an S; stage 1 learns the bent run, the residual it draws does not undo the bend, and mapped
+  back the synthetic tank wobbles mid-range where the real one is straight (BATADAL's L_T1: second
+  difference 1.8 times the real; docs/DECISIONS.md, "Default: ramps are mapped linearly").
+
 Discrete features become category indices (``levels[index]`` restores the value and its integer dtype);
 constant features are not modelled and are restored from the schema. Everything is saved as JSON + NPZ;
 no pickle is ever written or read.
@@ -33,6 +40,13 @@ from model_core.schema import DataError, TableSchema
 
 #: Margin of the logit in sigmoid bounds: the edges map to logit(eps) = -/+ 6.9, a finite spike.
 SIGMOID_EPS = 1e-3
+#: A continuous feature is a ramp when the quantile map raises the ratio of its second to its first
+#: difference by more than this factor (BATADAL's four ramping tanks 1.42-1.87, every other feature there
+#: and in ETTh1 at most 1.13).
+RAMP_BEND = 1.2
+#: ... unless one value holds at least this share of the rows: an atom (a full tank, a flow's 0) needs the
+#: quantile map, which gives it a whole interval of model space and so keeps its exact share.
+ATOM_SHARE = 0.05
 #: Model-space values beyond -/+ this map to the edges of every feature's range (quantile: at most 5.2;
 #: sigmoid bounds: a standardised logit, a few units).
 MODEL_SPACE_REACH = 50.0
@@ -50,6 +64,8 @@ class FittedTransforms:
     std: np.ndarray
     quantiles: np.ndarray | None = None
     references: np.ndarray | None = None
+    #: Quantile normalisation only: per continuous feature, True where it is z-scored instead (a ramp).
+    linear: np.ndarray | None = None
     _quantile: QuantileTransformer | None = field(default=None, repr=False)
 
     @property
@@ -87,6 +103,11 @@ class FittedTransforms:
             quantile.fit(x)
             fitted.quantiles, fitted.references = quantile.quantiles_, quantile.references_
             fitted._quantile = quantile
+            if config.linear_ramps:
+                linear = ramping_features(x, quantile.transform(x))
+                fitted.linear = linear
+                fitted.mean = np.where(linear, x.mean(axis=0), 0.0)
+                fitted.std = np.where(linear & (x.std(axis=0) > 0), x.std(axis=0), 1.0)
         elif continuous:
             y = fitted._pre_standard(x)
             fitted.mean = y.mean(axis=0)
@@ -100,6 +121,8 @@ class FittedTransforms:
         if self.continuous:
             if self.normalization == "quantile":
                 z = self._spread_atoms(x, self._quantile_transformer().transform(x))
+                if self.linear is not None and self.linear.any():
+                    z[:, self.linear] = (x[:, self.linear] - self.mean[self.linear]) / self.std[self.linear]
             else:
                 z = (self._pre_standard(x) - self.mean) / self.std
         else:
@@ -182,11 +205,16 @@ class FittedTransforms:
                 columns[spec.name] = value.astype(np.int64) if spec.is_integer else value
         return pd.DataFrame({name: columns[name] for name in self.schema.names()})
 
-    def _continuous_inverse(self, z: np.ndarray, rounded: bool) -> np.ndarray:
+    def _continuous_inverse(self, z: np.ndarray, rounded: bool, fold: bool = True) -> np.ndarray:
         """Continuous model values [N, Dc] -> original units [N, Dc] (float; rounded to each feature's
-        precision when ``rounded``)."""
+        precision when ``rounded``). ``fold`` False leaves a linearly mapped ramp unbounded (monotone)."""
         if self.normalization == "quantile":
             x = self._quantile_transformer().inverse_transform(z)
+            if self.linear is not None and self.linear.any():
+                ramp = z[:, self.linear] * self.std[self.linear] + self.mean[self.linear]
+                if fold:
+                    ramp = _fold_into(ramp, self.low[self.linear], self.high[self.linear])
+                x[:, self.linear] = ramp
         else:
             x = self._post_standard(z * self.std + self.mean)
         if rounded:
@@ -199,7 +227,8 @@ class FittedTransforms:
         writes it) lies in ``[low, high]``; an empty interval comes back with ``z_low > z_high``.
 
         Found by bisection on the inverse map, which is monotone in every feature for both
-        normalisations; 60 halvings of a span of 2 * ``MODEL_SPACE_REACH`` are finer than float64.
+        normalisations (a ramp's before it is folded into its range: inside an interval of the range no
+        value is folded); 60 halvings of a span of 2 * ``MODEL_SPACE_REACH`` are finer than float64.
         """
         low, high = np.asarray(low, dtype=np.float64), np.asarray(high, dtype=np.float64)
         shape = low.shape
@@ -209,7 +238,7 @@ class FittedTransforms:
             below, above = np.full(shape, -MODEL_SPACE_REACH), np.full(shape, MODEL_SPACE_REACH)
             for _ in range(60):
                 middle = (below + above) / 2
-                x = self._continuous_inverse(middle.reshape(-1, shape[-1]), rounded=True).reshape(shape)
+                x = self._continuous_inverse(middle.reshape(-1, shape[-1]), rounded=True, fold=False).reshape(shape)
                 reached = x > target if strictly_above else x >= target
                 above, below = np.where(reached, middle, above), np.where(reached, below, middle)
             return above
@@ -251,6 +280,8 @@ class FittedTransforms:
         arrays = {"low": self.low, "high": self.high, "mean": self.mean, "std": self.std}
         if self.quantiles is not None and self.references is not None:
             arrays |= {"quantiles": self.quantiles, "references": self.references}
+        if self.linear is not None:
+            arrays |= {"linear": self.linear}
         with open(directory / "transforms.npz", "wb") as handle:
             np.savez(handle, **arrays)  # type: ignore[arg-type]
 
@@ -271,4 +302,39 @@ class FittedTransforms:
             std=data["std"],
             quantiles=data.get("quantiles"),
             references=data.get("references"),
+            linear=data.get("linear"),  # absent in bundles from before ramps were mapped linearly
         )
+
+
+def ramping_features(x: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """Which continuous features [Dc] (rows ``x`` [N, Dc] in time order, their quantile map ``z``) are ramps:
+    the map raises the ratio of the second to the first difference by more than ``RAMP_BEND``, and no value
+    holds ``ATOM_SHARE`` of the rows.
+
+    Why this test: the ratio measures how far a series is from moving in straight runs, and a map that
+    bends straight runs raises it. Noise-like features (ETTh1's loads, a pressure) keep it, whatever their
+    marginal; a tank that fills and empties at steady rates between rarely visited levels does not.
+    """
+    if len(x) < 4:
+        return np.zeros(x.shape[1], dtype=bool)
+
+    def roughness(values: np.ndarray) -> np.ndarray:
+        step = np.diff(values, axis=0).std(axis=0)
+        return np.diff(values, n=2, axis=0).std(axis=0) / np.where(step > 0, step, np.inf)
+
+    data = roughness(x)
+    bend = roughness(z) / np.where(data > 0, data, np.inf)
+    top_share = np.array([np.unique(column, return_counts=True)[1].max() / len(column) for column in x.T])
+    return (bend > RAMP_BEND) & (top_share < ATOM_SHARE)
+
+
+def _fold_into(x: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """Reflect values beyond ``low``/``high`` back inside (then clip what is more than a range beyond).
+
+    Why fold, not clip: a ramp that overshoots its edge by a little comes back a little inside it,
+    so no mass piles up on the edge, and the map stays linear inside the range (a sigmoid would bend a
+    ramp near its edges, where tanks turn).
+    """
+    folded = np.where(x < low, 2 * low - x, x)
+    folded = np.where(folded > high, 2 * high - folded, folded)
+    return np.clip(folded, low, high)

@@ -125,3 +125,68 @@ def test_model_intervals_are_exactly_the_model_values_whose_output_lies_inside(n
     assert lower_end.sum() >= 2 and upper_end.sum() >= 2
     below, above = output(np.where(lower_end, z_low - 1e-6, 0.0)), output(np.where(upper_end, z_high + 1e-6, 0.0))
     assert (below[lower_end] < low[lower_end]).all() and (above[upper_end] > high[upper_end]).all()
+
+
+def _plant(n: int = 3000) -> pd.DataFrame:
+    """A tank that fills and empties at steady rates, a noisy AR(1) pressure and a pump's zero-inflated flow."""
+    rng = np.random.default_rng(3)
+    t = np.arange(n)
+    tank = np.round(1.0 + 8.0 * np.abs((t / 37.0) % 2 - 1) + rng.normal(0, 0.01, n), 3)
+    pressure = np.zeros(n)
+    for i in range(1, n):
+        pressure[i] = 0.9 * pressure[i - 1] + rng.normal()
+    flow = np.where(rng.uniform(size=n) < 0.3, 0.0, rng.exponential(size=n))
+    return pd.DataFrame({"tank": tank, "pressure": np.round(pressure, 4), "flow": np.round(flow, 4)})
+
+
+def _fit_plant(frame: pd.DataFrame, linear_ramps: bool = True) -> FittedTransforms:
+    schema = infer_schema(frame, DataConfig(continuous_columns=list(frame.columns)))
+    return FittedTransforms.fit(frame, schema, TransformConfig(normalization="quantile", linear_ramps=linear_ramps))
+
+
+def _roughness(values: np.ndarray) -> float:
+    return float(np.diff(values, n=2).std() / np.diff(values).std())
+
+
+def test_a_ramp_is_mapped_linearly_and_noise_and_atoms_by_quantiles():
+    frame = _plant()
+    transforms = _fit_plant(frame)
+    assert transforms.linear is not None and transforms.linear.tolist() == [True, False, False]
+    z, _ = transforms.transform(frame)
+    # The tank's straight runs stay straight in model space (its second difference is as small, relative to
+    # its step, as in the data); by quantiles they bend.
+    bent = _fit_plant(frame, linear_ramps=False).transform(frame)[0]
+    assert _roughness(z[:, 0]) == pytest.approx(_roughness(frame["tank"].to_numpy()), rel=1e-6)
+    assert _roughness(bent[:, 0]) > 2 * _roughness(z[:, 0])
+    np.testing.assert_array_equal(z[:, 1:], bent[:, 1:])
+    back = transforms.inverse(z, np.zeros((len(frame), 0), dtype=np.int64), rounded=True)
+    pd.testing.assert_frame_equal(back, frame)
+
+
+def test_a_ramp_beyond_its_range_folds_back_inside_without_piling_on_the_edges():
+    frame = _plant()
+    transforms = _fit_plant(frame)
+    rng = np.random.default_rng(4)
+    wide = rng.normal(scale=1.5, size=(5000, 3))  # a model 50 % wider than the data
+    tank = transforms.inverse(wide, np.zeros((5000, 0), dtype=np.int64))["tank"]
+    low, high = frame["tank"].min(), frame["tank"].max()
+    assert tank.between(low, high).all()
+    assert ((tank == low) | (tank == high)).mean() < 0.001
+    # Inside the range the map is linear: equal steps in model space are equal steps in data units.
+    inside = transforms.inverse(np.array([[-0.5, 0, 0], [0.0, 0, 0], [0.5, 0, 0]]), np.zeros((3, 0), dtype=np.int64))["tank"]
+    assert inside[1] - inside[0] == pytest.approx(inside[2] - inside[1])
+
+
+def test_ramp_intervals_and_saved_maps_keep_the_linear_features(tmp_path):
+    frame = _plant()
+    transforms = _fit_plant(frame)
+    low, high = np.array([[2.0, -np.inf, 0.0]]), np.array([[7.5, np.inf, np.inf]])
+    z_low, z_high = transforms.model_intervals(low, high)
+    out = transforms.inverse(np.concatenate([z_low, z_high]).clip(-3, 3), np.zeros((2, 0), dtype=np.int64), rounded=True)
+    assert out["tank"].tolist() == [2.0, 7.5]
+    transforms.save(tmp_path)
+    loaded = FittedTransforms.load(tmp_path, transforms.schema)
+    assert loaded.linear is not None and loaded.linear.tolist() == [True, False, False]
+    z = np.random.default_rng(5).normal(size=(100, 3)) * 3
+    tokens = np.zeros((100, 0), dtype=np.int64)
+    pd.testing.assert_frame_equal(transforms.inverse(z, tokens), loaded.inverse(z, tokens))
