@@ -2,7 +2,9 @@
 
 * Floors (what a perfect generator would score, given sampling noise): real windows against other real
   windows, split at random or by time. The random split is optimistic (stride-1 windows overlap, so the
-  halves share most rows); the time split also contains the plant's drift over the year.
+  halves share most rows); the time split also contains the plant's drift over the year. The split by
+  stretches (``unseen_stretches``) stands in for fresh data from the same process: windows of stretches
+  the real side never saw, the nearest thing to a perfect generator the data itself offers.
 * Baselines (what a trivial generator scores): every cell drawn independently from its feature's real
   marginal (perfect marginals, no dynamics, no cross-feature structure), and a VAR(1) fitted by least
   squares (linear dynamics and Gaussian noise, no regimes).
@@ -26,6 +28,36 @@ def time_halves(starts: np.ndarray, windows: np.ndarray, n_rows: int) -> tuple[n
     length = windows.shape[1]
     middle = n_rows // 2
     return windows[starts + length <= middle], windows[starts >= middle]
+
+
+#: A stretch is this many window lengths of consecutive rows (a week of hourly rows with 24-step windows):
+#: long against a window, so that few windows cross a stretch boundary, and short against the series, so
+#: that every season lands on both sides of a split.
+STRETCH_WINDOWS = 7
+
+
+def stretch_labels(starts: np.ndarray, length: int) -> np.ndarray:
+    """The stretch (of ``STRETCH_WINDOWS * length`` rows) each window lies in; -1 for one across two."""
+    rows = STRETCH_WINDOWS * length
+    first, last = starts // rows, (starts + length - 1) // rows
+    return np.where(first == last, first, -1)
+
+
+def unseen_stretches(
+    starts: np.ndarray, windows: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(seen, their stretches, unseen, their stretches): the windows of a random half of the stretches,
+    and those of the other half (windows across two stretches belong to neither).
+
+    The discriminative score of seen against unseen, with the unseen side split by stretch (see
+    ``model_core.discriminator.discrimination_gap``), is what data the classifier has not seen scores:
+    the windows of a perfect generator would be new to the real data in the same way.
+    """
+    labels = stretch_labels(starts, windows.shape[1])
+    stretches = np.unique(labels[labels >= 0])
+    seen = np.isin(labels, rng.permutation(stretches)[: len(stretches) // 2])
+    unseen = (labels >= 0) & ~seen
+    return windows[seen], labels[seen], windows[unseen], labels[unseen]
 
 
 def iid_sample(series: np.ndarray, n: int, length: int, rng: np.random.Generator) -> np.ndarray:

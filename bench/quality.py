@@ -31,7 +31,16 @@ import numpy as np
 import torch
 
 from bench import plots
-from bench.baselines import fit_var1, iid_sample, random_halves, snap_to_support, time_halves
+from bench.baselines import (
+    STRETCH_WINDOWS,
+    fit_var1,
+    iid_sample,
+    random_halves,
+    snap_to_support,
+    stretch_labels,
+    time_halves,
+    unseen_stretches,
+)
 from bench.datasets import NAMES, BenchDataset, DatasetUnavailable, RealSeries, load_dataset, real_series
 from bench.metrics import (
     closest_real_distance,
@@ -90,6 +99,7 @@ ABLATION_DATASETS = ("batadal", "etth1")
 REFERENCES = {
     "real_random_half": "real, random half (floor)",
     "real_time_half": "real, time half (floor)",
+    "real_unseen_stretches": "real, unseen stretches (fresh-data floor)",
     "iid": "i.i.d. marginals (baseline)",
     "var1": "VAR(1) (baseline)",
 }
@@ -233,15 +243,15 @@ def _carry_ablations(previous: dict[str, Any], current: dict[str, Any]) -> None:
 def _previous_references(
     previous: dict[str, Any], name: str, run_settings: dict[str, Any]
 ) -> dict[str, Any] | None:
-    """The reference rows of the last run of ``name``, if it used the same windows and score protocol."""
+    """The reference rows of the last run of ``name`` (those it has), if it used the same windows and score
+    protocol."""
     if previous.get("settings", {}).get("scores") != run_settings["scores"]:
         return None
     for key in ("seq_len", "max_windows"):
         if previous.get("settings", {}).get(key) != run_settings[key]:
             return None
     results = previous.get("datasets", {}).get(name, {}).get("results", {})
-    references = {key: results[key] for key in REFERENCES if key in results}
-    return references if len(references) == len(REFERENCES) else None
+    return {key: results[key] for key in REFERENCES if key in results}
 
 
 def run_dataset(
@@ -264,7 +274,15 @@ def run_dataset(
     def compare(label: str, left: np.ndarray, right: np.ndarray) -> dict[str, Any]:
         return evaluate(left, right, names, kinds, pairs, settings.scores, f"{name}: {label}", log)[0]
 
-    model, report = evaluate(real, synthetic, names, kinds, pairs, settings.scores, f"{name}: model", log)
+    stretches = stretch_labels(starts, settings.seq_len)
+    model, report = evaluate(
+        real, synthetic, names, kinds, pairs, settings.scores, f"{name}: model", log, real_stretches=stretches
+    )
+    # The fresh-data floor's real side is half the stretches; the model against that same half is the
+    # like-for-like comparison (fewer real windows make every score higher).
+    seen = unseen_stretches(starts, real, _reference_rng(settings, "real_unseen_stretches"))[0]
+    log(f"{name}: model: discriminative score against the seen stretches ({settings.scores.runs} runs)")
+    model["discriminative_seen"] = discriminative_score(seen, synthetic, settings.scores)
     continuous = [i for i, feature in enumerate(names) if kinds[feature] == "continuous"]
     if continuous:
         log(f"{name}: distance of synthetic windows to the closest real window")
@@ -291,23 +309,50 @@ def run_dataset(
         "real_flow_state_agreement": flow_state_agreement(real, names, pairs),
         "results": {"model": model},
     }
-    if references is not None:
-        log(f"{name}: floors and baselines reused from the previous run with the same settings")
-        out["results"].update(references)
-        out["references_reused"] = True
-    else:
-        rng = np.random.default_rng(settings.seed)
-        out["results"]["real_random_half"] = compare("real random half", *random_halves(real, rng))
-        out["results"]["real_time_half"] = compare(
-            "real time half", *time_halves(starts, real, len(series.values))
-        )
-        out["results"]["iid"] = compare("iid", real, iid_sample(series.values, n, settings.seq_len, rng))
-        out["results"]["var1"] = compare("var1", real, _var1_windows(series, real, n, kinds, names, rng))
+    references = dict(references or {})
+    if references:
+        log(f"{name}: {', '.join(references)} reused from the previous run with the same settings")
+        out["references_reused"] = sorted(references)
+    for key in REFERENCES:
+        if key in references:
+            continue
+        rng = _reference_rng(settings, key)
+        if key == "real_random_half":
+            references[key] = compare("real random half", *random_halves(real, rng))
+        elif key == "real_time_half":
+            references[key] = compare("real time half", *time_halves(starts, real, len(series.values)))
+        elif key == "real_unseen_stretches":
+            seen, seen_stretches, unseen, unseen_stretches_ = unseen_stretches(starts, real, rng)
+            references[key] = evaluate(
+                seen,
+                unseen,
+                names,
+                kinds,
+                pairs,
+                settings.scores,
+                f"{name}: real unseen stretches",
+                log,
+                real_stretches=seen_stretches,
+                synthetic_stretches=unseen_stretches_,
+            )[0]
+        elif key == "iid":
+            references[key] = compare("iid", real, iid_sample(series.values, n, settings.seq_len, rng))
+        elif key == "var1":
+            references[key] = compare("var1", real, _var1_windows(series, real, n, kinds, names, rng))
+    out["results"].update({key: references[key] for key in REFERENCES})
+    floor = out["results"]["real_unseen_stretches"]
+    floor.setdefault("discriminative_seen", floor["discriminative"])  # seen against unseen, by definition
     out["figures"] = _figures(name, bundle, series, real, synthetic, report, settings, log)
     if ablate:
         out["ablation_runs"] = settings.ablation_scores.runs
         out["ablations"] = _ablations(dataset, bundle, out, real, names, kinds, pairs, settings, log)
     return out
+
+
+def _reference_rng(settings: RunSettings, key: str) -> np.random.Generator:
+    """Each reference its own draws, so that any subset of them can be redone alone (and the model be
+    compared with the same half of the stretches as the fresh-data floor)."""
+    return np.random.default_rng([settings.seed, list(REFERENCES).index(key)])
 
 
 def evaluate(
@@ -319,8 +364,16 @@ def evaluate(
     scores: ScoreSettings,
     label: str,
     log: Progress,
+    real_stretches: np.ndarray | None = None,
+    synthetic_stretches: np.ndarray | None = None,
 ) -> tuple[dict[str, Any], Any]:
-    """Every metric of one (real, synthetic) pair of window sets; also the per-feature report."""
+    """Every metric of one (real, synthetic) pair of window sets; also the per-feature report.
+
+    ``synthetic_stretches`` mark a real stand-in for fresh data: that side is split by stretch in every
+    discriminative score (its windows must be new to each other as a generator's are). With
+    ``real_stretches`` the discriminative score is also measured with the real side split by stretch
+    (``discriminative_unseen``): no real test window then has a neighbour among the real training windows.
+    """
     log(f"{label}: marginals, ACF, correlations ({len(real)} vs {len(synthetic)} windows)")
     metrics, report = marginal_metrics(real, synthetic, names, kinds)
     metrics.update(
@@ -331,7 +384,14 @@ def evaluate(
         flow_state_agreement=flow_state_agreement(synthetic, names, pairs),
     )
     log(f"{label}: discriminative score ({scores.runs} x {scores.disc_iterations} iterations)")
-    metrics["discriminative"] = discriminative_score(real, synthetic, scores)
+    metrics["discriminative"] = discriminative_score(
+        real, synthetic, scores, synthetic_stretches=synthetic_stretches
+    )
+    if real_stretches is not None:
+        log(f"{label}: discriminative score, real test stretches unseen ({scores.runs} runs)")
+        metrics["discriminative_unseen"] = discriminative_score(
+            real, synthetic, scores, real_stretches, synthetic_stretches
+        )
     log(f"{label}: predictive score ({scores.runs} x {scores.pred_iterations} iterations)")
     metrics["predictive"] = predictive_score(real, synthetic, scores)
     log(
@@ -507,6 +567,8 @@ _METRIC_ROWS: list[tuple[str, str]] = [
     ("lag-1 ACF error ↓", "acf_lag1_error"),
     ("correlation-matrix error ↓", "correlation_error"),
     ("discriminative score ↓", "discriminative"),
+    ("discriminative score, real test stretches unseen ↓", "discriminative_unseen"),
+    ("discriminative score, real side = seen stretches ↓", "discriminative_seen"),
     ("predictive score (MAE) ↓", "predictive"),
     ("pump flow/state agreement ↑", "flow_state_agreement"),
 ]
@@ -673,6 +735,15 @@ def render(results: dict[str, Any]) -> str:
         f"of {scores['runs']} runs (TimeGAN protocol). Floors compare real windows with other real windows; baselines "
         "are trivial generators (see `bench/baselines.py`).",
         "",
+        f"A stretch is {STRETCH_WINDOWS} window lengths of consecutive rows. The unseen-stretches floor scores the "
+        "windows of a random half of the stretches against those of the other half, the latter split by stretch: "
+        "data the classifier has not seen, as a perfect generator's windows would be. With a random split, a "
+        "real test window has neighbours among the real training windows (one step apart, all rows but one "
+        "shared), and the classifier can pass it by recognising them; the row *real test stretches unseen* "
+        "splits the real side by stretch as well, so that it cannot. The fresh-data floor has only half the real "
+        "windows on its real side, which raises the score; the row *real side = seen stretches* scores the model "
+        "against that same half, like for like.",
+        "",
     ]
     for name, skipped in results["skipped"].items():
         lines += [f"*{name}: skipped ({skipped}).*", ""]
@@ -685,7 +756,8 @@ def _render_dataset(name: str, data: dict[str, Any]) -> list[str]:
     features = data["features"]
     columns = ["model", *REFERENCES]
     header = ["metric", "**model**", *REFERENCES.values()]
-    rows = [[label, *(_cell(data["results"][c], key) for c in columns)] for label, key in _METRIC_ROWS]
+    # A reference added after a dataset's last run shows as "-" until that dataset is run again.
+    rows = [[label, *(_cell(data["results"].get(c, {}), key) for c in columns)] for label, key in _METRIC_ROWS]
     real_agreement = data["real_flow_state_agreement"]
     lines = [
         f"### {name}",

@@ -42,15 +42,30 @@ class ScoreSettings:
     seed: int = 0
 
 
-def discriminative_score(real: np.ndarray, synthetic: np.ndarray, settings: ScoreSettings) -> dict[str, Any]:
-    """|accuracy - 0.5| of a post-hoc real/synthetic classifier; see the module docstring."""
+def discriminative_score(
+    real: np.ndarray,
+    synthetic: np.ndarray,
+    settings: ScoreSettings,
+    real_stretches: np.ndarray | None = None,
+    synthetic_stretches: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """|accuracy - 0.5| of a post-hoc real/synthetic classifier; see the module docstring. A side with
+    stretch labels is split by stretch instead of at random (``discrimination_gap``)."""
     real, synthetic = scale_with_real_range(real, synthetic)
     if real.shape[-1] == 0:
         return _summarise([])
     with single_thread():
         return _summarise(
             [
-                discrimination_gap(real, synthetic, settings.disc_iterations, settings.batch_size, settings.seed + run)
+                discrimination_gap(
+                    real,
+                    synthetic,
+                    settings.disc_iterations,
+                    settings.batch_size,
+                    settings.seed + run,
+                    real_stretches,
+                    synthetic_stretches,
+                )
                 for run in range(settings.runs)
             ]
         )

@@ -54,14 +54,30 @@ def single_thread() -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def discrimination_gap(real: np.ndarray, synthetic: np.ndarray, iterations: int, batch_size: int, seed: int) -> float:
-    """|accuracy - 0.5| of one classifier on already scaled windows [n, L, D] (see the module docstring)."""
+def discrimination_gap(
+    real: np.ndarray,
+    synthetic: np.ndarray,
+    iterations: int,
+    batch_size: int,
+    seed: int,
+    real_stretches: np.ndarray | None = None,
+    synthetic_stretches: np.ndarray | None = None,
+) -> float:
+    """|accuracy - 0.5| of one classifier on already scaled windows [n, L, D] (see the module docstring).
+
+    Without stretches each side is split at random (the published protocol). ``real_stretches`` /
+    ``synthetic_stretches`` [n] label a side's windows with the stretch of the series each lies in
+    (``-1``: across two stretches, left out); such a side is split by stretch instead, so none of its test
+    windows shares a row with its training windows. Stride-1 windows one step apart share all but one
+    row, and a classifier that has learnt the real training windows passes a randomly split real test
+    window by recognising its neighbours: a generator whose windows are new to the data then scores
+    worse than one that replays it. Each side's test stretches are a fifth of its own stretches.
+    """
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
-    # Equal counts per side, so chance accuracy is exactly 0.5 whatever the two set sizes are.
-    n = min(len(real), len(synthetic))
-    real_train, real_test = split_train_test(real[rng.permutation(len(real))[:n]], rng)
-    syn_train, syn_test = split_train_test(synthetic[rng.permutation(len(synthetic))[:n]], rng)
+    real_train, real_test, syn_train, syn_test = split_sides(
+        real, synthetic, rng, real_stretches, synthetic_stretches
+    )
     model = GRUHead(real.shape[-1], max(real.shape[-1] // 2, 1), every_step=False)
     optimiser = torch.optim.Adam(model.parameters())
     loss_fn = nn.BCEWithLogitsLoss()
@@ -79,6 +95,42 @@ def discrimination_gap(real: np.ndarray, synthetic: np.ndarray, iterations: int,
         correct_syn = (model(as_tensor(syn_test)).squeeze(-1) <= 0).sum().item()
     accuracy = (correct_real + correct_syn) / (len(real_test) + len(syn_test))
     return abs(accuracy - 0.5)
+
+
+def split_sides(
+    real: np.ndarray,
+    synthetic: np.ndarray,
+    rng: np.random.Generator,
+    real_stretches: np.ndarray | None,
+    synthetic_stretches: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(real train, real test, synthetic train, synthetic test), with equal counts per side, so chance
+    accuracy is exactly 0.5 whatever the two set sizes are."""
+    if real_stretches is None and synthetic_stretches is None:
+        n = min(len(real), len(synthetic))
+        real_train, real_test = split_train_test(real[rng.permutation(len(real))[:n]], rng)
+        syn_train, syn_test = split_train_test(synthetic[rng.permutation(len(synthetic))[:n]], rng)
+        return real_train, real_test, syn_train, syn_test
+    real_train, real_test = _split(real, real_stretches, rng)
+    syn_train, syn_test = _split(synthetic, synthetic_stretches, rng)
+    n_train, n_test = min(len(real_train), len(syn_train)), min(len(real_test), len(syn_test))
+    if n_train == 0 or n_test == 0:
+        raise ValueError("a side has no windows in the training or the test stretches")
+    return real_train[:n_train], real_test[:n_test], syn_train[:n_train], syn_test[:n_test]
+
+
+def _split(
+    windows: np.ndarray, stretches: np.ndarray | None, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """80/20 split of one side: at random, or by stretch when it has stretches."""
+    if stretches is None:
+        return split_train_test(windows, rng)
+    labels = np.unique(stretches[stretches >= 0])
+    if len(labels) < 2:
+        raise ValueError("splitting by stretch needs windows from at least two stretches")
+    test = np.isin(stretches, rng.choice(labels, max(1, round(0.2 * len(labels))), replace=False))
+    train = (stretches >= 0) & ~test
+    return windows[rng.permutation(np.flatnonzero(train))], windows[rng.permutation(np.flatnonzero(test))]
 
 
 def split_train_test(windows: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

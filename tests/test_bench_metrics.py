@@ -12,7 +12,15 @@ import pytest
 # was started (``python -m pytest`` adds it, a bare ``pytest`` does not).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.baselines import fit_var1, iid_sample, snap_to_support, time_halves  # noqa: E402
+from bench.baselines import (  # noqa: E402
+    STRETCH_WINDOWS,
+    fit_var1,
+    iid_sample,
+    snap_to_support,
+    stretch_labels,
+    time_halves,
+    unseen_stretches,
+)
 from bench.giveaway import feature_groups, subsets, window_view  # noqa: E402
 from bench.metrics import (  # noqa: E402
     closest_real_distance,
@@ -23,6 +31,7 @@ from bench.metrics import (  # noqa: E402
     pooled_acf,
 )
 from bench.scores import ScoreSettings, discriminative_score, predictive_score  # noqa: E402
+from model_core.discriminator import split_sides  # noqa: E402
 
 FAST = ScoreSettings(disc_iterations=200, pred_iterations=60, batch_size=64, runs=2, seed=0)
 
@@ -111,6 +120,43 @@ def test_time_halves_keep_windows_inside_each_half():
     windows = np.zeros((17, 4, 1))
     first, second = time_halves(starts, windows, n_rows=20)
     assert len(first) == 7 and len(second) == 7  # starts 0..6 end by row 10; starts 10..16 begin there
+
+
+def test_stretch_labels_leave_out_windows_across_two_stretches():
+    length = 4
+    rows = STRETCH_WINDOWS * length  # 28 rows per stretch
+    labels = stretch_labels(np.array([0, rows - length, rows - length + 1, rows - 1, rows, 2 * rows + 3]), length)
+    assert labels.tolist() == [0, 0, -1, -1, 1, 2]
+
+
+def test_unseen_stretches_share_no_stretch_and_lose_only_the_crossing_windows():
+    length = 4
+    starts = np.arange(0, 20 * STRETCH_WINDOWS * length - length + 1)
+    windows = starts[:, None, None] + np.arange(length)[None, :, None].astype(float)  # each window its rows
+    seen, seen_labels, unseen, unseen_labels = unseen_stretches(starts, windows, np.random.default_rng(0))
+    assert set(seen_labels) & set(unseen_labels) == set()
+    assert len(set(seen_labels)) == len(set(unseen_labels)) == 10
+    assert len(seen) + len(unseen) == (stretch_labels(starts, length) >= 0).sum()
+    # No row of an unseen window is in a seen one.
+    assert set(seen.ravel().tolist()).isdisjoint(unseen.ravel().tolist())
+
+
+def test_a_side_split_by_stretch_has_no_test_stretch_among_its_training_windows():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(10), 30)
+    labels[::7] = -1  # windows across two stretches
+    real = labels[:, None, None].astype(float) * np.ones((1, 5, 2))  # each window holds its stretch label
+    synthetic = rng.standard_normal((500, 5, 2))
+    real_train, real_test, syn_train, syn_test = split_sides(real, synthetic, rng, labels, None)
+    train_labels, test_labels = set(real_train[:, 0, 0]), set(real_test[:, 0, 0])
+    assert train_labels.isdisjoint(test_labels) and -1.0 not in train_labels | test_labels
+    assert len(test_labels) == 2  # 20 % of the 10 stretches
+    assert len(real_train) == len(syn_train) and len(real_test) == len(syn_test)  # chance is exactly 0.5
+    # Without labels, both sides are split at random (the published protocol), 80/20 of equal counts.
+    real_train, real_test, syn_train, syn_test = split_sides(real, synthetic, rng, None, None)
+    assert (len(real_train), len(real_test)) == (len(syn_train), len(syn_test)) == (240, 60)
+    with pytest.raises(ValueError, match="two stretches"):
+        split_sides(real, synthetic, rng, np.zeros(len(real), dtype=int), None)
 
 
 def test_flow_state_agreement_on_a_hand_made_example():

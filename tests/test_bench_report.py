@@ -77,3 +77,34 @@ def test_the_speed_table_says_which_strength_training_chose_and_what_the_choice_
         ["strength choice (within the training time)", "72 s, 83 s reserved"],
     ]
     assert speed._strength_rows({"strength": 0.1}) == []  # a run from before the choice was recorded
+
+
+def test_a_reference_added_since_the_last_run_is_the_only_one_recomputed():
+    settings = {"scores": {"runs": 5}, "seq_len": 24, "max_windows": 10_000}
+    previous = {
+        "settings": settings,
+        "datasets": {"demo": {"results": {"model": {}, "iid": {"ks_mean": 0.002}, "var1": {"ks_mean": 0.2}}}},
+    }
+    reused = quality._previous_references(previous, "demo", settings)
+    assert reused == {"iid": {"ks_mean": 0.002}, "var1": {"ks_mean": 0.2}}  # run_dataset computes the rest
+    assert quality._previous_references(previous, "demo", {**settings, "seq_len": 48}) is None
+
+
+def test_a_dataset_run_before_a_reference_existed_shows_it_as_a_dash():
+    model = {**_metrics(0.03, 0.16), "discriminative_unseen": {"mean": 0.05, "std": 0.02}, "worst_features": ["a"]}
+    data = {
+        "source": "x.csv",
+        "rows": 100,
+        "features": {"continuous": 1, "discrete": 0, "constant": 0},
+        "real_windows": 77,
+        "train_seconds": 1.0,
+        "synthetic_windows": 77,
+        "generate_seconds": 1.0,
+        "sampler": {"name": "ddim", "steps": 25},
+        "real_flow_state_agreement": None,
+        "figures": {"sequences": "s.png", "acf": "a.png", "cdf": []},
+        "results": {"model": model, "iid": _metrics(0.002, 0.5)},  # no floors, no VAR(1): an older run
+    }
+    text = "\n".join(quality._render_dataset("demo", data))
+    assert "| discriminative score ↓ | 0.160 ± 0.010 | - | - | - | 0.500 ± 0.010 | - |" in text
+    assert "| discriminative score, real test stretches unseen ↓ | 0.050 ± 0.020 | - | - | - | - | - |" in text
