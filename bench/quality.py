@@ -280,9 +280,9 @@ def run_dataset(
     )
     # The fresh-data floor's real side is half the stretches; the model against that same half is the
     # like-for-like comparison (fewer real windows make every score higher).
-    seen = unseen_stretches(starts, real, _reference_rng(settings, "real_unseen_stretches"))[0]
+    halves = unseen_stretches(starts, real, _reference_rng(settings, "real_unseen_stretches"))
     log(f"{name}: model: discriminative score against the seen stretches ({settings.scores.runs} runs)")
-    model["discriminative_seen"] = discriminative_score(seen, synthetic, settings.scores)
+    model["discriminative_seen"] = discriminative_score(halves[0], synthetic, settings.scores)
     continuous = [i for i, feature in enumerate(names) if kinds[feature] == "continuous"]
     if continuous:
         log(f"{name}: distance of synthetic windows to the closest real window")
@@ -322,7 +322,7 @@ def run_dataset(
         elif key == "real_time_half":
             references[key] = compare("real time half", *time_halves(starts, real, len(series.values)))
         elif key == "real_unseen_stretches":
-            seen, seen_stretches, unseen, unseen_stretches_ = unseen_stretches(starts, real, rng)
+            seen, seen_stretches, unseen, unseen_stretches_ = halves
             references[key] = evaluate(
                 seen,
                 unseen,
