@@ -51,6 +51,7 @@ from bench.metrics import (
     lag1_acf_error,
     marginal_metrics,
     pooled_acf,
+    window_statistics_ks,
 )
 from bench.report import (
     Progress,
@@ -271,9 +272,6 @@ def run_dataset(
     pairs = flow_state_pairs(names, series.values[None])
     synthetic, generate_seconds = _generate(bundle, n, settings.seq_len, None, None, f"{name}: default", log)
 
-    def compare(label: str, left: np.ndarray, right: np.ndarray) -> dict[str, Any]:
-        return evaluate(left, right, names, kinds, pairs, settings.scores, f"{name}: {label}", log)[0]
-
     stretches = stretch_labels(starts, settings.seq_len)
     model, report = evaluate(
         real, synthetic, names, kinds, pairs, settings.scores, f"{name}: model", log, real_stretches=stretches
@@ -314,31 +312,29 @@ def run_dataset(
         log(f"{name}: {', '.join(references)} reused from the previous run with the same settings")
         out["references_reused"] = sorted(references)
     for key in REFERENCES:
-        if key in references:
+        if key in references and "window_ks" in references[key]:
             continue
-        rng = _reference_rng(settings, key)
-        if key == "real_random_half":
-            references[key] = compare("real random half", *random_halves(real, rng))
-        elif key == "real_time_half":
-            references[key] = compare("real time half", *time_halves(starts, real, len(series.values)))
-        elif key == "real_unseen_stretches":
-            seen, seen_stretches, unseen, unseen_stretches_ = halves
-            references[key] = evaluate(
-                seen,
-                unseen,
-                names,
-                kinds,
-                pairs,
-                settings.scores,
-                f"{name}: real unseen stretches",
-                log,
-                real_stretches=seen_stretches,
-                synthetic_stretches=unseen_stretches_,
-            )[0]
-        elif key == "iid":
-            references[key] = compare("iid", real, iid_sample(series.values, n, settings.seq_len, rng))
-        elif key == "var1":
-            references[key] = compare("var1", real, _var1_windows(series, real, n, kinds, names, rng))
+        left, right, left_stretches, right_stretches = _reference_windows(
+            key, series, real, starts, halves, n, kinds, names, _reference_rng(settings, key), settings.seq_len
+        )
+        if key in references:
+            # Reused from a run before the window statistics: only they are computed (in seconds); the
+            # same draws give the same windows.
+            log(f"{name}: {key}: window statistics")
+            references[key] = {**references[key], "window_ks": window_statistics_ks(left, right, names, kinds)}
+            continue
+        references[key] = evaluate(
+            left,
+            right,
+            names,
+            kinds,
+            pairs,
+            settings.scores,
+            f"{name}: {REFERENCES[key]}",
+            log,
+            real_stretches=left_stretches,
+            synthetic_stretches=right_stretches,
+        )[0]
     out["results"].update({key: references[key] for key in REFERENCES})
     floor = out["results"]["real_unseen_stretches"]
     floor.setdefault("discriminative_seen", floor["discriminative"])  # seen against unseen, by definition
@@ -347,6 +343,34 @@ def run_dataset(
         out["ablation_runs"] = settings.ablation_scores.runs
         out["ablations"] = _ablations(dataset, bundle, out, real, names, kinds, pairs, settings, log)
     return out
+
+
+def _reference_windows(
+    key: str,
+    series: RealSeries,
+    real: np.ndarray,
+    starts: np.ndarray,
+    halves: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    n: int,
+    kinds: dict[str, str],
+    names: list[str],
+    rng: np.random.Generator,
+    seq_len: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """The two window sets a reference compares, and the stretches of each side that is split by stretch
+    (only the fresh-data floor's: see ``evaluate``)."""
+    if key == "real_random_half":
+        return (*random_halves(real, rng), None, None)
+    if key == "real_time_half":
+        return (*time_halves(starts, real, len(series.values)), None, None)
+    if key == "real_unseen_stretches":
+        seen, seen_stretches, unseen, unseen_stretches_ = halves
+        return seen, unseen, seen_stretches, unseen_stretches_
+    if key == "iid":
+        return real, iid_sample(series.values, n, seq_len, rng), None, None
+    if key == "var1":
+        return real, _var1_windows(series, real, n, kinds, names, rng), None, None
+    raise ValueError(f"unknown reference {key!r}")
 
 
 def _reference_rng(settings: RunSettings, key: str) -> np.random.Generator:
@@ -382,6 +406,7 @@ def evaluate(
         acf_lag1_error=lag1_acf_error(real, synthetic),
         correlation_error=correlation_error(real, synthetic),
         flow_state_agreement=flow_state_agreement(synthetic, names, pairs),
+        window_ks=window_statistics_ks(real, synthetic, names, kinds),
     )
     log(f"{label}: discriminative score ({scores.runs} x {scores.disc_iterations} iterations)")
     metrics["discriminative"] = discriminative_score(
@@ -566,6 +591,9 @@ _METRIC_ROWS: list[tuple[str, str]] = [
     ("constant columns exact", "constant_exact"),
     ("lag-1 ACF error ↓", "acf_lag1_error"),
     ("correlation-matrix error ↓", "correlation_error"),
+    ("KS of window means, mean over continuous features ↓", "window_ks.mean"),
+    ("KS of window standard deviations ↓", "window_ks.std"),
+    ("KS of window mean absolute steps ↓", "window_ks.step"),
     ("discriminative score ↓", "discriminative"),
     ("discriminative score, real test stretches unseen ↓", "discriminative_unseen"),
     ("discriminative score, real side = seen stretches ↓", "discriminative_seen"),
@@ -679,12 +707,31 @@ def _first_runs(metrics: dict[str, Any], n: int) -> dict[str, Any]:
 
 
 def _cell(metrics: dict[str, Any], key: str) -> str:
+    if key.startswith("window_ks."):
+        return fmt((metrics.get("window_ks") or {}).get("mean", {}).get(key.removeprefix("window_ks.")))
     value = metrics.get(key)
     if key == "constant_exact":
         return f"{value}/{metrics['constant_columns']}" if metrics.get("constant_columns") else "-"
     if key == "flow_state_agreement":
         return "-" if value is None else f"{100 * value['mean']:.1f} %"
     return fmt(value)
+
+
+def _worst_window_statistics(results: dict[str, Any], n: int = 6) -> list[str]:
+    """The model's window statistics furthest from the real ones, each beside the fresh-data floor's KS for
+    the same statistic (what data new to the real windows scores): where a model change should aim."""
+    model = (results["model"].get("window_ks") or {}).get("features")
+    if not model:
+        return []
+    floor = (results.get("real_unseen_stretches", {}).get("window_ks") or {}).get("features", {})
+    worst = sorted(
+        ((ks, feature, key) for feature, values in model.items() for key, ks in values.items()), reverse=True
+    )[:n]
+    label = {"mean": "mean", "std": "std", "step": "mean |step|"}
+    cells = [
+        f"{feature} {label[key]} {fmt(ks)} ({fmt(floor.get(feature, {}).get(key))})" for ks, feature, key in worst
+    ]
+    return [f"Window statistics furthest from the real ones (model KS, fresh-data floor in brackets): {', '.join(cells)}.", ""]
 
 
 def _denoiser_steps(data: dict[str, Any]) -> str:
@@ -786,6 +833,7 @@ def _render_dataset(name: str, data: dict[str, Any]) -> list[str]:
         "",
         *_targets(name, data),
         *_closest_real(data["results"]["model"].get("closest_real")),
+        *_worst_window_statistics(data["results"]),
         f"Worst features (model): {', '.join(data['results']['model']['worst_features'])}.",
         "",
         "Sequences, real (left) and synthetic (right):",

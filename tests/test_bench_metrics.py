@@ -29,6 +29,7 @@ from bench.metrics import (  # noqa: E402
     flow_state_pairs,
     lag1_acf_error,
     pooled_acf,
+    window_statistics_ks,
 )
 from bench.scores import ScoreSettings, discriminative_score, predictive_score  # noqa: E402
 from model_core.discriminator import split_sides  # noqa: E402
@@ -157,6 +158,26 @@ def test_a_side_split_by_stretch_has_no_test_stretch_among_its_training_windows(
     assert (len(real_train), len(real_test)) == (len(syn_train), len(syn_test)) == (240, 60)
     with pytest.raises(ValueError, match="two stretches"):
         split_sides(real, synthetic, rng, np.zeros(len(real), dtype=int), None)
+
+
+def test_window_statistics_ks_sees_steps_that_the_window_level_and_spread_hide():
+    rng = np.random.default_rng(0)
+    phase = rng.uniform(0, 2 * np.pi, size=(400, 1))
+    ramps = np.sin(phase + np.linspace(0, np.pi, 24))  # smooth windows
+    constant, state = np.ones_like(ramps), (ramps > 0).astype(float)
+    real = np.stack([ramps, constant, state], axis=-1)
+    # The same values in each window, in a random order: each window keeps its mean and std, but jumps.
+    shuffled = np.take_along_axis(ramps, rng.permuted(np.tile(np.arange(24), (400, 1)), axis=1), axis=1)
+    synthetic = np.stack([shuffled, constant, state], axis=-1)
+    kinds = {"ramp": "continuous", "flat": "continuous", "pump": "discrete"}
+    result = window_statistics_ks(real, synthetic, ["ramp", "flat", "pump"], kinds)
+    assert list(result["features"]) == ["ramp"]  # constant and discrete features are left out
+    # (up to the rounding of a sum in another order)
+    assert result["features"]["ramp"]["mean"] < 0.01 and result["features"]["ramp"]["std"] < 0.01
+    assert result["features"]["ramp"]["step"] > 0.9
+    assert window_statistics_ks(real, real, ["ramp", "flat", "pump"], kinds)["mean"] == {"mean": 0, "std": 0, "step": 0}
+    only_states = window_statistics_ks(real[..., 2:], synthetic[..., 2:], ["pump"], {"pump": "discrete"})
+    assert only_states == {"mean": {"mean": None, "std": None, "step": None}, "features": {}}
 
 
 def test_flow_state_agreement_on_a_hand_made_example():

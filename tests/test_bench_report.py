@@ -108,3 +108,18 @@ def test_a_dataset_run_before_a_reference_existed_shows_it_as_a_dash():
     text = "\n".join(quality._render_dataset("demo", data))
     assert "| discriminative score ↓ | 0.160 ± 0.010 | - | - | - | 0.500 ± 0.010 | - |" in text
     assert "| discriminative score, real test stretches unseen ↓ | 0.050 ± 0.020 | - | - | - | - | - |" in text
+    assert "| KS of window mean absolute steps ↓ | - | - | - | - | - | - |" in text
+
+
+def test_the_page_names_the_window_statistics_furthest_from_the_real_ones_beside_the_floor():
+    def window_ks(features: dict) -> dict:
+        return {"window_ks": {"mean": {"mean": 0.1, "std": 0.2, "step": 0.3}, "features": features}}
+
+    model = window_ks({"tank": {"mean": 0.2, "std": 0.1, "step": 0.4}, "flow": {"mean": 0.05, "std": 0.3, "step": 0.0}})
+    floor = window_ks({"tank": {"mean": 0.03, "std": 0.02, "step": 0.01}, "flow": {"mean": 0.1, "std": 0.04, "step": 0.0}})
+    line = quality._worst_window_statistics({"model": model, "real_unseen_stretches": floor}, n=3)[0]
+    assert line.endswith("tank mean |step| 0.400 (0.010), flow std 0.300 (0.040), tank mean 0.200 (0.030).")
+    without_floor = quality._worst_window_statistics({"model": model}, n=1)[0]
+    assert without_floor.endswith("tank mean |step| 0.400 (-).")
+    assert quality._worst_window_statistics({"model": {}}) == []  # a run from before the window statistics
+    assert quality._cell(model, "window_ks.step") == "0.300" and quality._cell({}, "window_ks.step") == "-"
