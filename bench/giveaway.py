@@ -18,6 +18,13 @@ the results go to ``giveaway_<dataset>_steps.json``). A family that passes on it
 steps moves differently from one step to the next: BATADAL's synthetic tanks wobbled where the real ones
 ramp, which the values hid, until ramps were mapped linearly (docs/DECISIONS.md, "Default: ramps are
 mapped linearly").
+
+With ``--rows`` it looks inside single time steps instead (``bench.metrics.row_relations``): how well each
+continuous feature follows from the others of its row, on real rows of unseen periods and on synthetic
+rows, and how well a classifier tells single rows apart (results in ``giveaway_<dataset>_rows.json``).
+A feature whose synthetic error is many times the real one breaks a relation the plant keeps at every
+instant: BATADAL's pump flows and junction pressures (docs/DECISIONS.md, "Measured, not adopted: …
+within-row relations").
 """
 
 from __future__ import annotations
@@ -35,8 +42,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.baselines import STRETCH_WINDOWS  # noqa: E402
 from bench.datasets import load_dataset, real_series  # noqa: E402
-from bench.metrics import frame_to_windows  # noqa: E402
+from bench.metrics import frame_to_windows, row_relations  # noqa: E402
 from model_core.bundle import load_bundle  # noqa: E402
 from model_core.discriminator import discrimination_gap, scale_with_real_range, single_thread  # noqa: E402
 from model_core.generate import generate  # noqa: E402
@@ -80,7 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--windows", type=int, default=2048, help="real and synthetic windows per side")
     parser.add_argument("--iterations", type=int, default=2000, help="classifier iterations per subset")
     parser.add_argument("--steps", action="store_true", help="classify the steps x[t+1] - x[t], not values")
+    parser.add_argument("--rows", action="store_true", help="the relations within single time steps instead")
     args = parser.parse_args(argv)
+    if args.steps and args.rows:
+        parser.error("--steps and --rows are two different views: choose one")
 
     torch.set_num_threads(1)
     bundle = load_bundle(args.model)
@@ -91,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     real = real[np.random.default_rng(0).permutation(len(real))[:n]]
     synthetic = frame_to_windows(generate(bundle, n, seq_len=seq_len, seed=1), series.names)
 
+    if args.rows:
+        return _rows(args, series.values, synthetic, series.names, bundle.schema.kinds, seq_len)
     groups = feature_groups(series.names, bundle.schema.kinds)
     gaps: dict[str, float] = {}
     started = time.monotonic()
@@ -115,6 +128,34 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.mkdir(exist_ok=True)
     suffix = "_steps" if args.steps else ""
     (RESULTS / f"giveaway_{args.dataset}{suffix}.json").write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+def split_rows_by_stretch(values: np.ndarray, seq_len: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of a random half of the series' stretches (``STRETCH_WINDOWS`` windows long, as the
+    fresh-data floor cuts them) and the rows of the other half: a relation is judged on periods it was
+    not learnt from."""
+    stretch = np.arange(len(values)) // (STRETCH_WINDOWS * seq_len)
+    chosen = rng.permutation(int(stretch.max()) + 1)[: (int(stretch.max()) + 1) // 2]
+    fit = np.isin(stretch, chosen)
+    return values[fit], values[~fit]
+
+
+def _rows(
+    args: argparse.Namespace, values: np.ndarray, synthetic: np.ndarray, names: list[str], kinds: dict[str, str], seq_len: int
+) -> int:
+    started = time.monotonic()
+    rng = np.random.default_rng(0)
+    fit, test = split_rows_by_stretch(values, seq_len, rng)
+    result = row_relations(fit, test, synthetic.reshape(-1, synthetic.shape[-1]), names, kinds, rng)
+    print(f"single rows told apart: {result['row_gap']:.3f} (|accuracy - 0.5|)\n")
+    print(f"| feature ({args.dataset}) | real error / std | synthetic error / std | ratio |\n| --- | --- | --- | --- |")
+    for name, errors in sorted(result["features"].items(), key=lambda item: -item[1]["ratio"]):
+        print(f"| {name} | {errors['real']:.3f} | {errors['synthetic']:.3f} | {errors['ratio']:.2f} |")
+    output = {"dataset": args.dataset, "model": str(args.model), "windows": len(synthetic), "view": "rows", **result}
+    output["seconds"] = round(time.monotonic() - started, 1)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"giveaway_{args.dataset}_rows.json").write_text(json.dumps(output, indent=2) + "\n")
     return 0
 
 

@@ -21,7 +21,7 @@ from bench.baselines import (  # noqa: E402
     time_halves,
     unseen_stretches,
 )
-from bench.giveaway import feature_groups, subsets, window_view  # noqa: E402
+from bench.giveaway import feature_groups, split_rows_by_stretch, subsets, window_view  # noqa: E402
 from bench.metrics import (  # noqa: E402
     closest_real_distance,
     correlation_error,
@@ -29,6 +29,7 @@ from bench.metrics import (  # noqa: E402
     flow_state_pairs,
     lag1_acf_error,
     pooled_acf,
+    row_relations,
     window_statistics_ks,
 )
 from bench.scores import ScoreSettings, discriminative_score, predictive_score  # noqa: E402
@@ -232,3 +233,32 @@ def test_giveaway_steps_view_reads_the_steps_between_values():
     assert window_view(ramps, steps=False) is ramps
     steps = window_view(ramps, steps=True)
     assert steps.shape == (1, 4, 2) and np.all(steps == 2.0)
+
+
+def _tied_rows(rng: np.random.Generator, n: int, noise: float) -> np.ndarray:
+    """Rows of (a, b, a * b + noise, constant): the third feature follows from the first two."""
+    a, b = rng.uniform(0, 1, n), rng.uniform(1, 2, n)
+    return np.stack([a, b, a * b + noise * rng.normal(size=n), np.full(n, 3.0)], axis=1)
+
+
+def test_row_relations_flag_synthetic_rows_that_break_a_relation_the_real_rows_keep():
+    names = ["a", "b", "product", "tag"]
+    kinds = dict.fromkeys(names, "continuous") | {"tag": "constant"}
+    rng = np.random.default_rng(0)
+    fit, test = _tied_rows(rng, 3000, 0.0), _tied_rows(rng, 3000, 0.0)
+    faithful = row_relations(fit, test, _tied_rows(rng, 3000, 0.0), names, kinds, rng)
+    broken = row_relations(fit, test, _tied_rows(rng, 3000, 0.1), names, kinds, rng)
+    assert set(faithful["features"]) == {"a", "b", "product"}  # the constant is neither judged nor read
+    assert faithful["features"]["product"]["ratio"] < 2
+    assert broken["features"]["product"]["ratio"] > 5
+    assert broken["features"]["product"]["synthetic"] > 0.1  # noise of 0.1 against a spread of about 0.4
+    # Rows off the relation are told apart one at a time; rows on it are not.
+    assert faithful["row_gap"] < 0.1 < broken["row_gap"]
+
+
+def test_giveaway_rows_split_by_stretch_keeps_whole_stretches_on_one_side():
+    values = np.arange(1000.0)[:, None]
+    fit, test = split_rows_by_stretch(values, 10, np.random.default_rng(0))
+    assert len(fit) + len(test) == 1000
+    stretches_fit, stretches_test = set((fit[:, 0] // 70).astype(int)), set((test[:, 0] // 70).astype(int))
+    assert not stretches_fit & stretches_test and len(stretches_fit) == 7  # 15 stretches of 70 rows
