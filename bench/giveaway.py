@@ -21,10 +21,10 @@ mapped linearly").
 
 With ``--rows`` it looks inside single time steps instead (``bench.metrics.row_relations``): how well each
 continuous feature follows from the others of its row, on real rows of unseen periods and on synthetic
-rows, and how well a classifier tells single rows apart (results in ``giveaway_<dataset>_rows.json``).
-A feature whose synthetic error is many times the real one breaks a relation the plant keeps at every
-instant: BATADAL's pump flows and junction pressures (docs/DECISIONS.md, "Measured, not adopted: …
-within-row relations").
+rows, and how well a classifier tells single rows apart; beside each, the same for real rows of other
+periods (the floor). Results go to ``giveaway_<dataset>_rows.json``. A feature whose synthetic error is
+many times the real one breaks a relation the plant keeps at every instant: BATADAL's pump flows and
+junction pressures (docs/DECISIONS.md, "Benchmark: a row view of what gives synthetic data away").
 """
 
 from __future__ import annotations
@@ -131,29 +131,42 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def split_rows_by_stretch(values: np.ndarray, seq_len: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def split_rows_by_stretch(
+    values: np.ndarray, seq_len: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The rows of a random half of the series' stretches (``STRETCH_WINDOWS`` windows long, as the
-    fresh-data floor cuts them) and the rows of the other half: a relation is judged on periods it was
-    not learnt from."""
+    fresh-data floor cuts them), of a quarter and of the last quarter: the relations are learnt from the
+    first, judged on the second, and the third stands in for fresh data (the floor)."""
     stretch = np.arange(len(values)) // (STRETCH_WINDOWS * seq_len)
-    chosen = rng.permutation(int(stretch.max()) + 1)[: (int(stretch.max()) + 1) // 2]
-    fit = np.isin(stretch, chosen)
-    return values[fit], values[~fit]
+    order = rng.permutation(int(stretch.max()) + 1)
+    half, three_quarters = len(order) // 2, (3 * len(order)) // 4
+    parts = order[:half], order[half:three_quarters], order[three_quarters:]
+    fit, test, fresh = (values[np.isin(stretch, part)] for part in parts)
+    return fit, test, fresh
 
 
 def _rows(
     args: argparse.Namespace, values: np.ndarray, synthetic: np.ndarray, names: list[str], kinds: dict[str, str], seq_len: int
 ) -> int:
+    """The row view: the model's rows and, judged the same way, real rows of other stretches (the floor).
+    Both sides are learnt from the same real rows, so a series that drifts raises both alike."""
     started = time.monotonic()
     rng = np.random.default_rng(0)
-    fit, test = split_rows_by_stretch(values, seq_len, rng)
-    result = row_relations(fit, test, synthetic.reshape(-1, synthetic.shape[-1]), names, kinds, rng)
-    print(f"single rows told apart: {result['row_gap']:.3f} (|accuracy - 0.5|)\n")
-    print(f"| feature ({args.dataset}) | real error / std | synthetic error / std | ratio |\n| --- | --- | --- | --- |")
-    for name, errors in sorted(result["features"].items(), key=lambda item: -item[1]["ratio"]):
-        print(f"| {name} | {errors['real']:.3f} | {errors['synthetic']:.3f} | {errors['ratio']:.2f} |")
-    output = {"dataset": args.dataset, "model": str(args.model), "windows": len(synthetic), "view": "rows", **result}
-    output["seconds"] = round(time.monotonic() - started, 1)
+    fit, test, fresh = split_rows_by_stretch(values, seq_len, rng)
+    model = row_relations(fit, test, synthetic.reshape(-1, synthetic.shape[-1]), names, kinds, rng)
+    floor = row_relations(fit, test, fresh, names, kinds, rng)
+    print(f"single rows told apart: model {model['row_gap']:.3f}, fresh-data floor {floor['row_gap']:.3f} (|accuracy - 0.5|)\n")
+    print(
+        f"| feature ({args.dataset}) | real error / std | synthetic error / std | ratio | floor ratio |\n"
+        "| --- | --- | --- | --- | --- |"
+    )
+    for name, errors in sorted(model["features"].items(), key=lambda item: -item[1]["ratio"]):
+        print(
+            f"| {name} | {errors['real']:.3f} | {errors['synthetic']:.3f} | {errors['ratio']:.2f} "
+            f"| {floor['features'][name]['ratio']:.2f} |"
+        )
+    output = {"dataset": args.dataset, "model": str(args.model), "windows": len(synthetic), "view": "rows"}
+    output.update(model=model, fresh_data_floor=floor, seconds=round(time.monotonic() - started, 1))
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"giveaway_{args.dataset}_rows.json").write_text(json.dumps(output, indent=2) + "\n")
     return 0

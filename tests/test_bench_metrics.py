@@ -258,7 +258,8 @@ def test_row_relations_flag_synthetic_rows_that_break_a_relation_the_real_rows_k
 
 def test_giveaway_rows_split_by_stretch_keeps_whole_stretches_on_one_side():
     values = np.arange(1000.0)[:, None]
-    fit, test = split_rows_by_stretch(values, 10, np.random.default_rng(0))
-    assert len(fit) + len(test) == 1000
-    stretches_fit, stretches_test = set((fit[:, 0] // 70).astype(int)), set((test[:, 0] // 70).astype(int))
-    assert not stretches_fit & stretches_test and len(stretches_fit) == 7  # 15 stretches of 70 rows
+    parts = split_rows_by_stretch(values, 10, np.random.default_rng(0))
+    assert sum(len(part) for part in parts) == 1000
+    stretches = [set((part[:, 0] // 70).astype(int)) for part in parts]  # 15 stretches of 70 rows
+    assert [len(s) for s in stretches] == [7, 4, 4]
+    assert not (stretches[0] & stretches[1] or stretches[0] & stretches[2] or stretches[1] & stretches[2])
