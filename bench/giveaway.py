@@ -153,8 +153,9 @@ def _rows(
     started = time.monotonic()
     rng = np.random.default_rng(0)
     fit, test, fresh = split_rows_by_stretch(values, seq_len, rng)
-    model = row_relations(fit, test, synthetic.reshape(-1, synthetic.shape[-1]), names, kinds, rng)
-    floor = row_relations(fit, test, fresh, names, kinds, rng)
+    judged = {"model": synthetic.reshape(-1, synthetic.shape[-1]), "fresh_data_floor": fresh}
+    result = row_relations(fit, test, judged, names, kinds, rng)
+    model, floor = result["model"], result["fresh_data_floor"]
     print(f"single rows told apart: model {model['row_gap']:.3f}, fresh-data floor {floor['row_gap']:.3f} (|accuracy - 0.5|)\n")
     print(
         f"| feature ({args.dataset}) | real error / std | synthetic error / std | ratio | floor ratio |\n"
@@ -162,11 +163,11 @@ def _rows(
     )
     for name, errors in sorted(model["features"].items(), key=lambda item: -item[1]["ratio"]):
         print(
-            f"| {name} | {errors['real']:.3f} | {errors['synthetic']:.3f} | {errors['ratio']:.2f} "
+            f"| {name} | {result['real_error'][name]:.3f} | {errors['error']:.3f} | {errors['ratio']:.2f} "
             f"| {floor['features'][name]['ratio']:.2f} |"
         )
     output = {"dataset": args.dataset, "model": str(args.model), "windows": len(synthetic), "view": "rows"}
-    output.update(model=model, fresh_data_floor=floor, seconds=round(time.monotonic() - started, 1))
+    output.update(result, seconds=round(time.monotonic() - started, 1))
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"giveaway_{args.dataset}_rows.json").write_text(json.dumps(output, indent=2) + "\n")
     return 0

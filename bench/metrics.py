@@ -191,20 +191,22 @@ def closest_real_distance(
 def row_relations(
     real_fit: np.ndarray,
     real_test: np.ndarray,
-    synthetic: np.ndarray,
+    judged: dict[str, np.ndarray],
     names: list[str],
     kinds: dict[str, str],
     rng: np.random.Generator,
     max_rows: int = 10_000,
 ) -> dict[str, Any]:
-    """How far synthetic rows lie from the relations that tie the real features of one time step together.
+    """How far rows lie from the relations that tie the real features of one time step together.
 
-    Rows ``[n, D]``: ``real_fit`` teaches, ``real_test`` (other periods of the series) and ``synthetic`` are
-    judged. For each continuous feature, a gradient-boosted regressor learns it from the other non-constant
-    features of the same row; its error on real rows it has not seen and on synthetic rows is given in units
-    of the feature's real standard deviation. ``ratio`` far above 1 means synthetic rows break a relation the
-    real ones keep. A row classifier (gradient boosting on single rows, real vs synthetic, tested on the
-    held-out periods and synthetic rows it has not seen) gives ``row_gap`` = |accuracy - 0.5|.
+    Rows ``[n, D]``: ``real_fit`` teaches; ``real_test`` (other periods of the series) and each set of
+    ``judged`` rows (synthetic rows, real rows of yet other periods as the floor) are judged. For each
+    continuous feature, a gradient-boosted regressor learns it from the other non-constant features of the
+    same row; its error on ``real_test`` (``real_error``) and on each judged set is given in units of the
+    feature's real standard deviation, with their ``ratio``. A ratio far above 1 means those rows break a
+    relation the real ones keep. Per judged set, a row classifier (gradient boosting on single rows: real
+    vs judged, tested on ``real_test`` and judged rows it has not seen) gives ``row_gap`` = |accuracy - 0.5|.
+    Every set is judged by the same regressors, learnt once.
 
     Why: a physical plant's readings of one instant are tied (a pump's flow follows from its head, a
     junction's pressure from the tank levels and pump states), and a detector trained on synthetic data
@@ -218,34 +220,34 @@ def row_relations(
     def subsample(rows: np.ndarray) -> np.ndarray:
         return rows[rng.choice(len(rows), size=min(max_rows, len(rows)), replace=False)]
 
-    fit, test, synthetic = subsample(real_fit), subsample(real_test), subsample(synthetic)
-    features: dict[str, dict[str, float]] = {}
+    def rms(error: np.ndarray, spread: float) -> float:
+        return float(np.sqrt(np.mean(error**2))) / spread
+
+    fit, test = subsample(real_fit), subsample(real_test)
+    sides = {label: subsample(rows) for label, rows in judged.items()}
+    real_error: dict[str, float] = {}
+    errors: dict[str, dict[str, dict[str, float]]] = {label: {} for label in sides}
     for j in columns:
-        if kinds[names[j]] != "continuous":
-            continue
         others = [k for k in columns if k != j]
-        if not others:
+        if kinds[names[j]] != "continuous" or not others:
             continue
         model = HistGradientBoostingRegressor(max_iter=200, random_state=0).fit(fit[:, others], fit[:, j])
         spread = float(fit[:, j].std())
-        real_error = float(np.sqrt(np.mean((model.predict(test[:, others]) - test[:, j]) ** 2))) / spread
-        synthetic_error = float(np.sqrt(np.mean((model.predict(synthetic[:, others]) - synthetic[:, j]) ** 2))) / spread
-        features[names[j]] = {
-            "real": real_error,
-            "synthetic": synthetic_error,
-            "ratio": synthetic_error / max(real_error, 1e-12),
-        }
-    half = len(synthetic) // 2
-    n = min(len(fit), len(test), half)
-    train_rows = np.concatenate([fit[:n], synthetic[:n]])[:, columns]
-    test_rows = np.concatenate([test[:n], synthetic[half : half + n]])[:, columns]
-    labels = np.r_[np.ones(n), np.zeros(n)]
-    classifier = HistGradientBoostingClassifier(max_iter=200, random_state=0).fit(train_rows, labels)
-    return {
-        "features": features,
-        "row_gap": float(abs(classifier.score(test_rows, labels) - 0.5)),
-        "rows": {"fit": len(fit), "test": len(test), "synthetic": len(synthetic)},
-    }
+        real_error[names[j]] = rms(model.predict(test[:, others]) - test[:, j], spread)
+        for label, rows in sides.items():
+            error = rms(model.predict(rows[:, others]) - rows[:, j], spread)
+            errors[label][names[j]] = {"error": error, "ratio": error / max(real_error[names[j]], 1e-12)}
+    result: dict[str, Any] = {"real_error": real_error, "rows": {"fit": len(fit), "test": len(test)}}
+    for label, rows in sides.items():
+        half = len(rows) // 2
+        n = min(len(fit), len(test), half)
+        train_rows = np.concatenate([fit[:n], rows[:n]])[:, columns]
+        test_rows = np.concatenate([test[:n], rows[half : half + n]])[:, columns]
+        labels = np.r_[np.ones(n), np.zeros(n)]
+        classifier = HistGradientBoostingClassifier(max_iter=200, random_state=0).fit(train_rows, labels)
+        gap = float(abs(classifier.score(test_rows, labels) - 0.5))
+        result[label] = {"features": errors[label], "row_gap": gap, "rows": len(rows)}
+    return result
 
 
 def _closest_distances(queries: np.ndarray, reference: np.ndarray, excluded: np.ndarray | None) -> np.ndarray:

@@ -64,6 +64,12 @@ class TransformConfig(_Section):
         "map would bend (a tank filling at a steady rate; see transforms.ramping_features), so they stay as smooth "
         "as the data.",
     )
+    snap_to_levels: bool = Field(
+        True,
+        description="A continuous feature read at a fixed resolution (at most one distinct value per 4 rows, a "
+        "sensor that reports in steps) is generated on the values it was observed at, not between them "
+        "(see transforms.resolution_levels).",
+    )
 
 
 class TrendConfig(_Section):

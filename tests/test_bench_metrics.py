@@ -246,12 +246,14 @@ def test_row_relations_flag_synthetic_rows_that_break_a_relation_the_real_rows_k
     kinds = dict.fromkeys(names, "continuous") | {"tag": "constant"}
     rng = np.random.default_rng(0)
     fit, test = _tied_rows(rng, 3000, 0.0), _tied_rows(rng, 3000, 0.0)
-    faithful = row_relations(fit, test, _tied_rows(rng, 3000, 0.0), names, kinds, rng)
-    broken = row_relations(fit, test, _tied_rows(rng, 3000, 0.1), names, kinds, rng)
-    assert set(faithful["features"]) == {"a", "b", "product"}  # the constant is neither judged nor read
+    judged = {"faithful": _tied_rows(rng, 3000, 0.0), "broken": _tied_rows(rng, 3000, 0.1)}
+    result = row_relations(fit, test, judged, names, kinds, rng)
+    faithful, broken = result["faithful"], result["broken"]
+    assert set(result["real_error"]) == set(faithful["features"]) == {"a", "b", "product"}  # constants skipped
+    assert result["real_error"]["product"] < 0.05  # the relation holds in real rows the model did not see
     assert faithful["features"]["product"]["ratio"] < 2
     assert broken["features"]["product"]["ratio"] > 5
-    assert broken["features"]["product"]["synthetic"] > 0.1  # noise of 0.1 against a spread of about 0.4
+    assert broken["features"]["product"]["error"] > 0.1  # noise of 0.1 against a spread of about 0.4
     # Rows off the relation are told apart one at a time; rows on it are not.
     assert faithful["row_gap"] < 0.1 < broken["row_gap"]
 

@@ -190,3 +190,46 @@ def test_ramp_intervals_and_saved_maps_keep_the_linear_features(tmp_path):
     z = np.random.default_rng(5).normal(size=(100, 3)) * 3
     tokens = np.zeros((100, 0), dtype=np.int64)
     pd.testing.assert_frame_equal(transforms.inverse(z, tokens), loaded.inverse(z, tokens))
+
+
+def _stepped_table(rng: np.random.Generator, n: int = 2000) -> pd.DataFrame:
+    """A sensor that reports in steps of 0.067 (three decimals, ~60 levels) beside a fine-grained one."""
+    stepped = np.round(0.067 * rng.integers(0, 60, n), 3)
+    return pd.DataFrame({"x": rng.normal(size=n), "flow": stepped, "state": rng.integers(0, 2, n), "tag": np.full(n, 7)})
+
+
+@pytest.mark.parametrize(("normalization", "bounds"), COMBINATIONS)
+def test_a_stepped_feature_is_generated_on_its_observed_values_only(normalization, bounds):
+    rng = np.random.default_rng(0)
+    frame = _stepped_table(rng)
+    transforms = _fit(frame, normalization, bounds)
+    assert transforms.levels is not None and transforms.levels[0] is None  # x: a value per row, not snapped
+    observed = np.unique(frame["flow"])
+    assert np.array_equal(transforms.levels[1], observed)
+    z = rng.normal(size=(5000, 2)) * 2
+    tokens = rng.integers(0, 2, size=(5000, 1))
+    out = transforms.inverse(z, tokens, rounded=True)
+    assert np.isin(out["flow"], observed).all()
+    raw = transforms.inverse(z, tokens)  # unrounded (model-space checks): no snapping either
+    assert not np.isin(raw["flow"], observed).all()
+    # Snapping moves a value to the nearest observed one: within the observed range, never more than half
+    # the widest gap; beyond it (bounds 'none'), to the edge.
+    inside = np.clip(np.round(raw["flow"], 3), observed.min(), observed.max())
+    assert np.abs(out["flow"] - inside).max() <= np.diff(observed).max() / 2 + 1e-9
+    assert len(np.unique(out["x"])) > 4000  # the fine-grained feature keeps its values
+
+
+def test_snapping_levels_survive_save_and_load_and_can_be_turned_off(tmp_path):
+    rng = np.random.default_rng(1)
+    frame = _stepped_table(rng)
+    schema = infer_schema(frame, DataConfig(continuous_columns=["x", "flow"], discrete_columns=["state"]))
+    transforms = FittedTransforms.fit(frame, schema, TransformConfig())
+    transforms.save(tmp_path)
+    loaded = FittedTransforms.load(tmp_path, schema)
+    assert loaded.levels is not None and loaded.levels[0] is None
+    assert np.array_equal(loaded.levels[1], transforms.levels[1])
+    z, tokens = rng.normal(size=(300, 2)), rng.integers(0, 2, size=(300, 1))
+    pd.testing.assert_frame_equal(transforms.inverse(z, tokens, rounded=True), loaded.inverse(z, tokens, rounded=True))
+    off = FittedTransforms.fit(frame, schema, TransformConfig(snap_to_levels=False))
+    assert off.levels is None
+    assert not np.isin(off.inverse(z, tokens, rounded=True)["flow"], np.unique(frame["flow"])).all()
