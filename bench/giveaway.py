@@ -166,7 +166,7 @@ def _rows(
             f"| {name} | {result['real_error'][name]:.3f} | {errors['error']:.3f} | {errors['ratio']:.2f} "
             f"| {floor['features'][name]['ratio']:.2f} |"
         )
-    output = {"dataset": args.dataset, "model": str(args.model), "windows": len(synthetic), "view": "rows"}
+    output = {"dataset": args.dataset, "model_dir": str(args.model), "windows": len(synthetic), "view": "rows"}
     output.update(result, seconds=round(time.monotonic() - started, 1))
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"giveaway_{args.dataset}_rows.json").write_text(json.dumps(output, indent=2) + "\n")

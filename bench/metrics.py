@@ -212,7 +212,7 @@ def row_relations(
     junction's pressure from the tank levels and pump states), and a detector trained on synthetic data
     learns whatever the rows do. The window classifier of the discriminative score hardly sees such a
     cue: BATADAL's synthetic rows broke relations the real ones hold to 0.1-3 % of a feature's std by
-    4-30 times, and single rows were told apart at 0.26 (real rows of other periods: 0.01), while the
+    4-30 times, and single rows were told apart at 0.26 (real rows of other periods: 0.02), while the
     window score moved within its spread when they were repaired (docs/DECISIONS.md).
     """
     columns = [j for j in range(real_fit.shape[1]) if np.ptp(real_fit[:, j]) > 0]

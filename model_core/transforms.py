@@ -354,7 +354,7 @@ def resolution_levels(column: np.ndarray) -> np.ndarray | None:
 
     Why: a sensor that reports in steps of 0.067 never reads 5.81. Generated values rounded only to the
     data's decimals fall between its steps, and one feature of one row then tells synthetic data apart:
-    ETTh1's rows at 0.452 (real rows of other periods: 0.141), its LULL alone at 0.424. Snapped to the
+    ETTh1's rows at 0.452 (real rows of other periods: 0.109), its LULL alone at 0.424. Snapped to the
     observed values, 0.015, with the window scores unchanged (docs/DECISIONS.md).
     """
     levels = np.unique(column)
