@@ -50,7 +50,8 @@ ATOM_SHARE = 0.05
 #: A continuous feature is read at a fixed resolution when it takes at most one distinct value per this
 #: many rows (and at most ``MAX_LEVELS`` values): ETTh1's loads, 126-1,031 values in 17,420 rows, one
 #: every 0.03-0.07. Generated values are then snapped to the nearest observed value (``levels``).
-#: BATADAL's readings (2-4 rows per value at most) and continuous simulator output are left alone.
+#: BATADAL's running plant (at most 2 rows per value) and the demo simulator are left alone; of BATADAL
+#: only the flows of two rarely running pumps qualify (17 and 5 values).
 ROWS_PER_LEVEL = 4
 MAX_LEVELS = 10_000
 #: Model-space values beyond -/+ this map to the edges of every feature's range (quantile: at most 5.2;
@@ -365,10 +366,10 @@ def resolution_levels(column: np.ndarray) -> np.ndarray | None:
 
 def _nearest(levels: np.ndarray, x: np.ndarray) -> np.ndarray:
     """Each value of ``x`` replaced by the nearest of the sorted ``levels`` (the lower one on a tie)."""
-    upper = np.clip(np.searchsorted(levels, x), 1, max(len(levels) - 1, 1))
-    lower = upper - 1
     if len(levels) == 1:
         return np.full_like(x, levels[0])
+    upper = np.clip(np.searchsorted(levels, x), 1, len(levels) - 1)
+    lower = upper - 1
     return np.where(x - levels[lower] <= levels[upper] - x, levels[lower], levels[upper])
 
 
