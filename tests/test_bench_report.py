@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 # bench/ is a folder of scripts, not an installed package (see test_bench_metrics.py).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -61,6 +62,41 @@ def test_the_ablation_default_row_uses_the_variants_protocol():
     assert cut["discriminative"]["runs"] == [0.015, 0.035]
     assert abs(cut["discriminative"]["mean"] - 0.025) < 1e-12 and abs(cut["discriminative"]["std"] - 0.01) < 1e-12
     assert default["discriminative"]["mean"] == 0.036  # the input is not changed
+
+
+def test_an_ablation_that_would_retrain_the_default_itself_is_skipped():
+    with_calendar = SimpleNamespace(schema=SimpleNamespace(calendar_periods={"day": 24}))
+    no_calendar = SimpleNamespace(schema=SimpleNamespace(calendar_periods={}))
+    continuous_only = {"a": "continuous", "b": "continuous"}
+    with_states = {"a": "continuous", "pump": "discrete"}
+    for overrides in ({"trend": {"discrete_states": False}}, {"trend": {"state_lead": False}}):
+        assert quality._same_as_default(overrides, continuous_only, with_calendar)  # no states to read
+        assert not quality._same_as_default(overrides, with_states, with_calendar)
+    calendar_off = {"trend": {"calendar": False}}
+    assert quality._same_as_default(calendar_off, with_states, no_calendar)
+    assert not quality._same_as_default(calendar_off, with_states, with_calendar)
+    assert not quality._same_as_default({"trend": {"enabled": False}}, continuous_only, no_calendar)
+
+
+def test_the_ablation_table_shows_the_unseen_test_score_where_a_run_measured_it():
+    model = {**_metrics(0.02, 0.2), "flow_state_agreement": None}
+    model["discriminative"] = {"mean": 0.2, "std": 0.0, "runs": [0.2, 0.2]}
+    model["discriminative_unseen"] = {"mean": 0.1, "std": 0.02, "runs": [0.08, 0.12, 0.5]}
+    data = {
+        "results": {"model": model},
+        "train_seconds": 500.0,
+        "generate_seconds": 10.0,
+        "ablation_runs": 2,
+        "ablation_workers": 2,
+        "ablations": {
+            "trend off": {**_metrics(0.05, 0.4), "train_seconds": 300.0, "generate_seconds": 9.0},
+        },
+    }
+    text = "\n".join(quality._ablation_lines("batadal", data))
+    assert "| disc | disc, unseen test | pred |" in text
+    assert "| **default** | 0.020 | - | 0.010 | 0.020 | 0.200 ± 0.000 | 0.100 ± 0.020 | 0.120 ± 0.000 |" in text
+    assert "| trend off | 0.050 | - | 0.010 | 0.020 | 0.400 ± 0.010 | - | 0.120 ± 0.000 |" in text  # an older row
+    assert "trained 2 at a time" in text
 
 
 def test_the_dataset_line_says_at_which_strength_the_model_sampled_and_why():
