@@ -841,7 +841,8 @@ def render(results: dict[str, Any]) -> str:
         "",
         "Regenerate: `.venv/bin/python bench/quality.py --ablations` (everything), or one dataset at a time with "
         "`--datasets demo|batadal|etth1` (the other datasets keep their last results); `--reuse-references` keeps "
-        "the floors and baselines of the last run (they do not depend on the model); `--quick` for a development check.",
+        "the floors and baselines of the last run (they do not depend on the model); `--ablation-workers 2` retrains "
+        "two ablation variants at a time (one per core); `--quick` for a development check.",
         "",
         f"Windows of {results['settings']['seq_len']} steps (stride 1); at most {results['settings']['max_windows']:,} "
         "synthetic windows per dataset, all in original units. Discriminative score: |accuracy - 0.5| of a post-hoc "
